@@ -1,0 +1,1 @@
+print("virtiofsd-bench: not yet")

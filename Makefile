@@ -1,0 +1,69 @@
+# swift virtiofsd. `make` builds the release binary; `make test` runs every test.
+SWIFT      ?= swift
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BUILD_DIR  := .build
+RELEASE_BIN := $(BUILD_DIR)/release/virtiofsd
+DEBUG_BIN   := $(BUILD_DIR)/debug/virtiofsd
+
+# Debian packages the build, the tests, the guest rig and the demo need.
+APT_PACKAGES := pkg-config libseccomp-dev libcap-ng-dev libfuse3-dev fuse3 \
+                qemu-system-x86 qemu-utils linux-image-amd64 busybox-static \
+                attr acl cpio kmod gcc libc6-dev
+
+.PHONY: all release debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
+        bench demo install clean
+
+all: release
+
+release: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product virtiofsd
+
+debug: deps
+	$(SWIFT) build
+
+# Installs whatever of APT_PACKAGES is missing (CI and fresh machines).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: unit-test e2e
+
+unit-test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+e2e: release
+	@if [ -x Tests/e2e/run.sh ]; then Tests/e2e/run.sh --daemon $(RELEASE_BIN); \
+	else echo "e2e: rig not present yet"; fi
+
+e2e-reference: release
+	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --reference /usr/lib/qemu/virtiofsd
+
+e2e-rootfs: release
+	Tests/e2e/rootfs.sh --daemon $(RELEASE_BIN)
+
+e2e-libvirt: release
+	Tests/e2e/libvirt.sh --daemon $(RELEASE_BIN)
+
+bench: deps
+	$(SWIFT) build -c release --product virtiofsd-bench
+	$(SWIFT) build -c release --static-swift-stdlib --product virtiofsd
+	$(BUILD_DIR)/release/virtiofsd-bench --daemon $(RELEASE_BIN)
+
+demo: release
+	Tests/e2e/demo.sh --daemon $(RELEASE_BIN)
+
+install: release
+	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/libexec/virtiofsd
+	install -D -m 0644 docs/virtiofsd.1 $(DESTDIR)$(PREFIX)/share/man/man1/virtiofsd.1
+	install -d $(DESTDIR)$(PREFIX)/share/qemu/vhost-user
+	sed 's|@BINARY@|$(PREFIX)/libexec/virtiofsd|' docs/50-swift-virtiofsd.json.in \
+	    > $(DESTDIR)$(PREFIX)/share/qemu/vhost-user/50-swift-virtiofsd.json
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+// The daemon and its libraries use no Foundation and no package dependencies:
+// hosts run hundreds of daemons, so size and idle memory matter.
+import PackageDescription
+
+let package = Package(
+    name: "swift-virtiofsd",
+    products: [
+        .executable(name: "virtiofsd", targets: ["virtiofsd"]),
+        .executable(name: "virtiofsd-bench", targets: ["virtiofsd-bench"]),
+    ],
+    targets: [
+        // C: syscalls and constants Swift cannot reach, and the kernel's wire structs.
+        .target(name: "CVirtioFS"),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp",
+                       providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(name: "CCapNG", pkgConfig: "libcap-ng",
+                       providers: [.apt(["libcap-ng-dev"])]),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
+
+        // Errno, one thin wrapper per system call, and the logger.
+        .target(name: "Posix", dependencies: ["CVirtioFS"]),
+
+        .target(name: "VhostUser", dependencies: ["CVirtioFS", "Posix"]),
+        .target(name: "FUSE", dependencies: ["CVirtioFS", "Posix"]),
+        .target(name: "XattrMap"),
+        .target(name: "Passthrough", dependencies: ["CVirtioFS", "Posix", "FUSE", "XattrMap"]),
+        .target(name: "Sandbox", dependencies: ["CVirtioFS", "Posix", "CSeccomp", "CCapNG"]),
+        // The /dev/fuse transport: the same dispatcher, fed by a host FUSE mount.
+        .target(name: "HostFUSE", dependencies: ["CVirtioFS", "Posix", "FUSE", "CFuse3"]),
+        // The option model and both command-line syntaxes; pure.
+        .target(name: "DaemonConfig", dependencies: ["XattrMap"]),
+        // A vhost-user frontend (what QEMU does) for tests and the load driver.
+        .target(name: "VhostUserFrontend", dependencies: ["CVirtioFS", "Posix"]),
+
+        .executableTarget(
+            name: "virtiofsd",
+            dependencies: ["CVirtioFS", "Posix", "VhostUser", "FUSE", "Passthrough",
+                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap"]),
+        .executableTarget(
+            name: "virtiofsd-bench",
+            dependencies: ["CVirtioFS", "Posix", "VhostUserFrontend"],
+            path: "Benchmarks/LoadDriver"),
+
+        .testTarget(name: "PosixTests", dependencies: ["Posix"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVirtioFS", "Posix"]),
+        .testTarget(name: "FUSETests", dependencies: ["FUSE", "CVirtioFS", "Posix"]),
+        .testTarget(name: "XattrMapTests", dependencies: ["XattrMap"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Posix"]),
+        .testTarget(name: "DaemonConfigTests", dependencies: ["DaemonConfig"]),
+        .testTarget(name: "IntegrationTests",
+                    dependencies: ["VhostUserFrontend", "Posix", "CVirtioFS"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,110 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Severity, most severe first.
+public enum LogLevel: Int32, Sendable, Comparable, CaseIterable {
+    case off = -1
+    case error = 0
+    case warning = 1
+    case info = 2
+    case debug = 3
+    case trace = 4
+
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+
+    var label: String {
+        switch self {
+        case .off: return "off"
+        case .error: return "error"
+        case .warning: return "warning"
+        case .info: return "info"
+        case .debug: return "debug"
+        case .trace: return "trace"
+        }
+    }
+
+    var syslogPriority: Int32 {
+        switch self {
+        case .off, .error: return LOG_ERR
+        case .warning: return LOG_WARNING
+        case .info: return LOG_INFO
+        case .debug, .trace: return LOG_DEBUG
+        }
+    }
+}
+
+/// Where log lines go.
+public enum LogDestination: Sendable {
+    case standardError
+    case syslog
+    case discard
+}
+
+/// The daemon's logger. Libraries take one, never make one.
+/// Messages are autoclosures: a disabled level costs one atomic load.
+/// Thread-safe: the level is atomic and each line is written with a single write(2).
+public final class Logger: Sendable {
+    private let level: Atomic<Int32>
+    public let destination: LogDestination
+    public let label: String
+
+    public init(label: String = "virtiofsd", level: LogLevel = .info, destination: LogDestination = .standardError) {
+        self.label = label
+        self.level = Atomic(level.rawValue)
+        self.destination = destination
+        if destination == .syslog {
+            // openlog keeps the ident pointer; this string lives for the process.
+            let ident = strdup(label)
+            openlog(ident, LOG_PID, LOG_DAEMON)
+        }
+    }
+
+    /// A logger that drops everything (tests).
+    public static let discarding = Logger(level: .off, destination: .discard)
+
+    public var logLevel: LogLevel {
+        get { LogLevel(rawValue: level.load(ordering: .relaxed)) ?? .info }
+    }
+
+    public func setLevel(_ newLevel: LogLevel) {
+        level.store(newLevel.rawValue, ordering: .relaxed)
+    }
+
+    @inlinable
+    public func isEnabled(_ l: LogLevel) -> Bool {
+        l != .off && l.rawValue <= logLevel.rawValue
+    }
+
+    public func log(_ l: LogLevel, _ message: @autoclosure () -> String) {
+        guard isEnabled(l) else { return }
+        emit(l, message())
+    }
+
+    public func error(_ message: @autoclosure () -> String) { log(.error, message()) }
+    public func warning(_ message: @autoclosure () -> String) { log(.warning, message()) }
+    public func info(_ message: @autoclosure () -> String) { log(.info, message()) }
+    public func debug(_ message: @autoclosure () -> String) { log(.debug, message()) }
+    public func trace(_ message: @autoclosure () -> String) { log(.trace, message()) }
+
+    private func emit(_ l: LogLevel, _ message: String) {
+        switch destination {
+        case .discard:
+            return
+        case .syslog:
+            message.withCString { text in
+                withVaList([text]) { vsyslog(l.syslogPriority, "%s", $0) }
+            }
+        case .standardError:
+            var ts = timespec()
+            clock_gettime(CLOCK_REALTIME, &ts)
+            let millis = ts.tv_nsec / 1_000_000
+            let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
+            var line = "[\(ts.tv_sec).\(ms)] [\(label)] [\(l.label)] \(message)\n"
+            line.withUTF8 { bytes in
+                _ = Glibc.write(2, bytes.baseAddress, bytes.count)
+            }
+        }
+    }
+}

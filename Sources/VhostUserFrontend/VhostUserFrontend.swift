@@ -1,0 +1,1 @@
+// The VhostUserFrontend module.

@@ -1,0 +1,1 @@
+print("virtiofsd: not yet")
