@@ -6,7 +6,7 @@
 ///
 /// Rules are tried in order and the first match decides. Parsing guarantees that some rule
 /// matches every client name and every server name.
-public struct XattrMap: Sendable {
+public struct XattrMap: Equatable, Sendable, CustomStringConvertible {
     /// The rules in the order they are tried, with any `map` rule already expanded.
     public private(set) var rules: [Rule]
 
@@ -14,6 +14,9 @@ public struct XattrMap: Sendable {
     public init(rules: String) throws(XattrMapError) {
         self.rules = try RuleParser.parse(rules)
     }
+
+    /// The expanded rules in the option syntax, for logging what a `map` rule turned into.
+    public var description: String { rules.map(\.description).joined(separator: " ") }
 
     /// Maps a client (guest) name to the host name to use.
     public func mapClientName(_ name: UnsafeBufferPointer<UInt8>) -> ClientNameMapping {

@@ -160,6 +160,13 @@ final class ParserTests: XCTestCase {
         }
     }
 
+    func testMapDescriptionShowsTheExpandedRules() throws {
+        let map = try parse("/map/trusted./user.virtiofs./")
+        XCTAssertEqual(map.description,
+                       ":prefix:all:trusted.:user.virtiofs.: :bad:server::trusted.: :bad:client:user.virtiofs.:: :ok:all:::")
+        XCTAssertEqual(try parse(map.description), map)
+    }
+
     func testRuleDescriptionAvoidsSeparatorsUsedInFields() throws {
         let rule = R(.prefix, .client, key: "a:b", prepend: "c/d")
         XCTAssertEqual(rule.description, "|prefix|client|a:b|c/d|")
