@@ -191,6 +191,8 @@ final class QemuStyleTests: XCTestCase {
             ("timeout=0.5", { $0.timeout = 0.5 }),
             ("timeout=30", { $0.timeout = 30 }),
             ("timeout=0", { $0.timeout = 0 }),
+            ("timeout=.25", { $0.timeout = 0.25 }),
+            ("timeout=2.", { $0.timeout = 2 }),
             ("writeback", { $0.writeback = true }),
             ("no_writeback", { $0.writeback = false }),
             ("xattr", { $0.xattr = true }),
