@@ -104,4 +104,10 @@ extension Sandbox {
         guard capng_apply(CAPNG_SELECT_BOTH) == 0 else { throw .capabilities("capng_apply") }
         logger.debug("sandbox: capabilities now 0x\(String(capabilityMask(keep), radix: 16))")
     }
+
+    /// Empties every capability set, bounding included; best effort (the namespace parent).
+    static func dropAllCapabilities() {
+        capng_clear(CAPNG_SELECT_BOTH)
+        _ = capng_apply(CAPNG_SELECT_BOTH)
+    }
 }

@@ -84,7 +84,16 @@ public enum Sandbox {
         do { pid = try Sys.fork() } catch { throw .fork(error) }
         if pid > 0 { waitForChildAndExit(pid) }
 
-        // The serving process, PID 1 of the new pid namespace.
+        // The serving process, PID 1 of the new pid namespace. The kernel delivers to a
+        // namespace's init only the signals it has a handler for, so SIGTERM/SIGINT/SIGHUP
+        // (forwarded by the parent, or the parent-death signal) would be ignored without
+        // one. These end the process; the daemon may replace them for a graceful stop.
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { sig in _exit(128 + sig) }
+            sigemptyset(&action.sa_mask)
+            _ = sigaction(sig, &action, nil)
+        }
         // If the waiting parent is killed, do not live on unsupervised.
         _ = try? Sys.prctl(CVFS_PR_SET_PDEATHSIG, UInt(SIGTERM))
 
@@ -139,6 +148,8 @@ public enum Sandbox {
     /// termination signals, and leave with the child's status.
     static func waitForChildAndExit(_ child: pid_t) -> Never {
         forwardedSignalTarget.store(child, ordering: .relaxed)
+        // Waiting and signalling our own child need no privilege: give it all up.
+        dropAllCapabilities()
         for sig in [SIGTERM, SIGINT, SIGHUP] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { sig in

@@ -191,6 +191,12 @@ extension Sandbox {
         return rules.filter { $0.architectures.contains(architecture) }
     }
 
+    /// The native system call number libseccomp knows for `name`, or nil.
+    public static func syscallNumber(_ name: String) -> Int32? {
+        let number = seccomp_syscall_resolve_name(name)
+        return number == __NR_SCMP_ERROR ? nil : number
+    }
+
     /// Loads the allow-list filter. NO_NEW_PRIVS is set first (the kernel requires it of
     /// an unprivileged caller and it is right for root too). The filter covers this
     /// thread and every thread created afterwards; `none` loads nothing.
@@ -213,8 +219,7 @@ extension Sandbox {
         defer { seccomp_release(ctx) }
         var allowed = 0
         for rule in seccompRules(syslog: c.syslog) {
-            let number = seccomp_syscall_resolve_name(rule.name)
-            guard number != __NR_SCMP_ERROR else {
+            guard let number = syscallNumber(rule.name) else {
                 logger.debug("seccomp: \(rule.name) is unknown to this libseccomp, skipped")
                 continue
             }

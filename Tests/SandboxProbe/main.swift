@@ -67,6 +67,9 @@ if let uid = asUID {
     guard setgroups(0, nil) == 0, setgid(uid) == 0, setuid(uid) == 0 else {
         fail(2, "cannot become uid \(uid): \(Errno.current)")
     }
+    // Changing ids marks the process non-dumpable, which makes its /proc files root's;
+    // a daemon exec'd as this user would be dumpable, so put that back (PR_SET_DUMPABLE).
+    _ = try? Sys.prctl(4, 1)
 }
 
 let logger = Logger(label: "sandbox-probe", level: verbose ? .debug : .error)
