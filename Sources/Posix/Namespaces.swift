@@ -49,6 +49,13 @@ extension Sys {
         try checked(cvfs_fork())
     }
 
+    /// The corresponding C function is `pipe`. Returns (read end, write end).
+    public static func pipe() throws(Errno) -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        _ = try checked(Glibc.pipe(&fds))
+        return (fds[0], fds[1])
+    }
+
     /// The corresponding C function is `waitpid`. Returns the raw wait status.
     public static func waitpid(_ pid: pid_t, options: Int32 = 0) throws(Errno) -> (pid: pid_t, status: Int32) {
         var status: Int32 = 0

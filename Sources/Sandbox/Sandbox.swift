@@ -68,16 +68,21 @@ public enum Sandbox {
         let userNamespace = uid != 0 || c.uidMap != nil || c.gidMap != nil
         var flags = CVFS_CLONE_NEWNS | CVFS_CLONE_NEWPID | CVFS_CLONE_NEWNET
         if userNamespace { flags |= CVFS_CLONE_NEWUSER }
-        do { try Sys.unshare(flags) } catch { throw .unshare(error) }
-
-        if userNamespace {
+        if !userNamespace {
+            do { try Sys.unshare(flags) } catch { throw .unshare(error) }
+        } else {
             let uidMap = c.uidMap ?? IDMap(inside: uid, outside: uid, count: 1)
             let gidMap = c.gidMap ?? IDMap(inside: gid, outside: gid, count: 1)
-            // Without CAP_SETGID in the parent namespace the kernel accepts a gid_map
-            // only after setgroups is denied.
-            try writeProcFile("/proc/self/setgroups", "deny\n")
-            try writeProcFile("/proc/self/uid_map", uidMap.mapFileLine)
-            try writeProcFile("/proc/self/gid_map", gidMap.mapFileLine)
+            if uid == 0 {
+                try unshareWithMapsWrittenFromOutside(flags, uidMap: uidMap, gidMap: gidMap)
+            } else {
+                do { try Sys.unshare(flags) } catch { throw .unshare(error) }
+                // Unprivileged, the kernel accepts only our own id mapped, written by
+                // ourselves, and a gid_map only after setgroups is denied.
+                try writeProcFile("/proc/self/setgroups", "deny\n")
+                try writeProcFile("/proc/self/uid_map", uidMap.mapFileLine)
+                try writeProcFile("/proc/self/gid_map", gidMap.mapFileLine)
+            }
         }
 
         let pid: pid_t
@@ -127,6 +132,50 @@ public enum Sandbox {
         }
         logger.info("sandbox: namespaces entered, \(share) is now /")
         return SandboxResult(root: "/", procSelfFD: procFD)
+    }
+
+    /// Root with explicit maps: a process inside the new user namespace may only map its
+    /// own id, so a helper forked beforehand, still outside with CAP_SETUID/CAP_SETGID,
+    /// writes our maps (any ranges the host allows; setgroups stays usable).
+    static func unshareWithMapsWrittenFromOutside(_ flags: Int32, uidMap: IDMap, gidMap: IDMap) throws(SandboxError) {
+        let target = getpid()
+        let go: (read: Int32, write: Int32)
+        do { go = try Sys.pipe() } catch { throw .fork(error) }
+        let helper: pid_t
+        do { helper = try Sys.fork() } catch {
+            Sys.close(go.read); Sys.close(go.write)
+            throw .fork(error)
+        }
+        if helper == 0 {
+            Sys.close(go.write)
+            var byte: UInt8 = 0
+            let got = withUnsafeMutableBytes(of: &byte) { (try? Sys.read(go.read, $0)) ?? 0 }
+            // EOF instead of a byte: the parent gave up; write nothing.
+            guard got == 1 else { _exit(0) }
+            for (file, map) in [("uid_map", uidMap), ("gid_map", gidMap)] {
+                do { try writeProcFile("/proc/\(target)/\(file)", map.mapFileLine) } catch {
+                    if case .writeIDMap(_, let e) = error { _exit(e.rawValue & 0xff) }
+                    _exit(Errno.ioError.rawValue)
+                }
+            }
+            _exit(0)
+        }
+        Sys.close(go.read)
+        do { try Sys.unshare(flags) } catch {
+            Sys.close(go.write)
+            _ = try? Sys.waitpid(helper)
+            throw .unshare(error)
+        }
+        let byte: UInt8 = 1
+        _ = withUnsafeBytes(of: byte) { try? Sys.write(go.write, $0) }
+        Sys.close(go.write)
+        let status: Int32
+        do { status = try Sys.waitpid(helper).status } catch { throw .fork(error) }
+        // The helper exits with the errno of a failed write.
+        if status != 0 {
+            let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : Errno.ioError.rawValue
+            throw .writeIDMap("/proc/\(target)/uid_map or gid_map", Errno(code))
+        }
     }
 
     static func writeProcFile(_ path: String, _ text: String) throws(SandboxError) {

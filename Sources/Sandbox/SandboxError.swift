@@ -48,7 +48,7 @@ public enum SandboxError: Error, Equatable, CustomStringConvertible {
         case .unshare(let e):
             return "unshare of the mount/pid/net namespaces: \(e); unprivileged runs need user namespaces (sysctl user.max_user_namespaces), otherwise use --sandbox=none inside another sandbox"
         case .writeIDMap(let file, let e):
-            return "writing \(file): \(e); without root only the current id can be mapped onto itself (a single range of count 1)"
+            return "writing \(file): \(e); without root the map can only be one range of count 1 whose outside id is your own (e.g. :0:$UID:1:); run as root for other ranges"
         case .fork(let e):
             return "fork into the new pid namespace: \(e)"
         case .mountPrivate(let e):

@@ -159,6 +159,40 @@ final class SandboxProbeTests: XCTestCase {
         try assertRestricted(serving, capabilities: Self.keptMask)
     }
 
+    func testRootWithExplicitIDMapsHasThemWrittenFromOutside() throws {
+        let probe = try Probe.start(["--mode", "namespace", "--share", share,
+                                     "--uid-map", ":0:100000:65536:", "--gid-map", ":0:100000:65536:"])
+        defer { probe.finish() }
+        let fields = try probe.readyFields()
+        XCTAssertEqual(fields["uid"], "65534", "host root is not in the map, so it shows as the overflow id")
+        let serving = try XCTUnwrap(probe.servingPID())
+        XCTAssertNotEqual(try nsLink(serving, "user"), try nsLink(getpid(), "user"))
+        XCTAssertEqual(try idMap(serving, "uid_map"), ["0", "100000", "65536"])
+        XCTAssertEqual(try idMap(serving, "gid_map"), ["0", "100000", "65536"])
+        // Written with CAP_SETGID from outside, so per-request setgroups keeps working.
+        XCTAssertEqual(try idMap(serving, "setgroups"), ["allow"])
+        try assertRestricted(serving, capabilities: Self.keptMask)
+    }
+
+    func testUnprivilegedMayMapItsOwnIDToRoot() throws {
+        let probe = try Probe.start(["--mode", "namespace", "--share", share, "--as-uid", "1000",
+                                     "--uid-map", ":0:1000:1:", "--gid-map", ":0:1000:1:"])
+        defer { probe.finish() }
+        XCTAssertEqual(try probe.readyFields()["uid"], "0")
+        let serving = try XCTUnwrap(probe.servingPID())
+        XCTAssertEqual(try idMap(serving, "uid_map"), ["0", "1000", "1"])
+        XCTAssertEqual(try idMap(serving, "setgroups"), ["deny"])
+    }
+
+    func testUnprivilegedCannotMapOtherIDs() throws {
+        let probe = try Probe.start(["--mode", "namespace", "--share", share, "--as-uid", "1000",
+                                     "--uid-map", ":0:100000:65536:"])
+        let (output, reason, status) = probe.waitForExit()
+        XCTAssertEqual(reason, .exit)
+        XCTAssertEqual(status, 3)
+        XCTAssertTrue(output.contains("writing /proc/self/uid_map: Operation not permitted"), output)
+    }
+
     func testUnprivilegedChrootIsAClearError() throws {
         let probe = try Probe.start(["--mode", "chroot", "--share", share, "--as-uid", "1000"])
         let (output, reason, status) = probe.waitForExit()
@@ -238,6 +272,10 @@ final class SandboxProbeTests: XCTestCase {
 
 func nsLink(_ pid: pid_t, _ ns: String) throws -> String {
     try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/\(ns)")
+}
+
+func idMap(_ pid: pid_t, _ file: String) throws -> [String] {
+    try String(contentsOfFile: "/proc/\(pid)/\(file)", encoding: .utf8).split(whereSeparator: \.isWhitespace).map(String.init)
 }
 
 /// The mount points a process sees, relative to its own root.
