@@ -3,7 +3,10 @@
 //
 //   sandbox-probe --mode M --share DIR [--seccomp A] [--modcaps S] [--keep-dac]
 //                 [--as-uid N] [--uid-map S] [--gid-map S] [--nofile N] [--syslog]
-//                 [--forbidden] [--verbose]
+//                 [--open PATH]... [--forbidden] [--verbose]
+//
+// Each --open is tried after the sandbox is up and reported as "open PATH: ok" or
+// "open PATH: <error>", before the ready line.
 //
 // Exit status: 2 bad arguments, 3 sandbox error (message on stdout as "error: ...").
 #if canImport(Glibc)
@@ -34,6 +37,7 @@ var nofile: UInt64?
 var syslog = false
 var forbidden = false
 var verbose = false
+var opens: [String] = []
 
 var args = CommandLine.arguments.dropFirst()
 @MainActor func value(_ option: String) -> String {
@@ -55,6 +59,7 @@ while let arg = args.popFirst() {
         case "--syslog": syslog = true
         case "--forbidden": forbidden = true
         case "--verbose": verbose = true
+        case "--open": opens.append(value(arg))
         default: fail(2, "unknown argument \(arg)")
         }
     } catch {
@@ -89,6 +94,15 @@ do throws(SandboxError) {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlinkat(procFD, "../root", &buffer, buffer.count - 1)
         if n >= 0 { selfRoot = String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+    }
+    for path in opens {
+        do {
+            let fd = try Sys.openat(AT_FDCWD, path, O_RDONLY)
+            Sys.close(fd)
+            say("open \(path): ok")
+        } catch {
+            say("open \(path): \(error)")
+        }
     }
     say("ready root=\(result.root) nofile=\(limit) pid=\(getpid()) uid=\(getuid()) procfd=\(result.procSelfFD.map(String.init) ?? "none") selfroot=\(selfRoot)")
 } catch {

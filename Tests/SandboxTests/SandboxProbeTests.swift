@@ -86,6 +86,41 @@ final class SandboxProbeTests: XCTestCase {
         XCTAssertEqual(status["NoNewPrivs"], "0")
     }
 
+    // MARK: - escapes through the file system
+
+    /// Host paths, `..` climbs and a symlink planted in the share all stay inside it.
+    func assertConfined(mode: String) throws {
+        try FileManager.default.createSymbolicLink(atPath: share + "/escape", withDestinationPath: "/etc")
+        let tries = ["/marker", "/etc/passwd", "/../../etc/passwd", "../../../etc/passwd", "/escape/passwd"]
+        let probe = try Probe.start(["--mode", mode, "--share", share] + tries.flatMap { ["--open", $0] })
+        defer { probe.finish() }
+        var results: [String] = []
+        for _ in tries { results.append(try probe.readLine()) }
+        XCTAssertEqual(results, [
+            "open /marker: ok",
+            "open /etc/passwd: No such file or directory",
+            "open /../../etc/passwd: No such file or directory",
+            "open ../../../etc/passwd: No such file or directory",
+            "open /escape/passwd: No such file or directory",
+        ])
+        _ = try probe.readyFields()
+    }
+
+    func testNamespaceModeConfinesPathsToTheShare() throws {
+        try assertConfined(mode: "namespace")
+    }
+
+    func testChrootModeConfinesPathsToTheShare() throws {
+        try assertConfined(mode: "chroot")
+    }
+
+    func testNoneModeDoesNotConfinePaths() throws {
+        // The control: the same attempts succeed without a sandbox.
+        let probe = try Probe.start(["--mode", "none", "--share", share, "--open", "/etc/passwd"])
+        defer { probe.finish() }
+        XCTAssertEqual(try probe.readLine(), "open /etc/passwd: ok")
+    }
+
     // MARK: - seccomp actions
 
     func testForbiddenSyscallKillsTheProcessUnderKill() throws {
