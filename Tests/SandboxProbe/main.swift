@@ -3,7 +3,7 @@
 //
 //   sandbox-probe --mode M --share DIR [--seccomp A] [--modcaps S] [--keep-dac]
 //                 [--as-uid N] [--uid-map S] [--gid-map S] [--nofile N] [--syslog]
-//                 [--open PATH]... [--forbidden] [--verbose]
+//                 [--open PATH]... [--thread] [--forbidden] [--verbose]
 //
 // Each --open is tried after the sandbox is up and reported as "open PATH: ok" or
 // "open PATH: <error>", before the ready line.
@@ -38,6 +38,7 @@ var syslog = false
 var forbidden = false
 var verbose = false
 var opens: [String] = []
+var thread = false
 
 var args = CommandLine.arguments.dropFirst()
 @MainActor func value(_ option: String) -> String {
@@ -60,6 +61,7 @@ while let arg = args.popFirst() {
         case "--forbidden": forbidden = true
         case "--verbose": verbose = true
         case "--open": opens.append(value(arg))
+        case "--thread": thread = true
         default: fail(2, "unknown argument \(arg)")
         }
     } catch {
@@ -107,6 +109,16 @@ do throws(SandboxError) {
     say("ready root=\(result.root) nofile=\(limit) pid=\(getpid()) uid=\(getuid()) procfd=\(result.procSelfFD.map(String.init) ?? "none") selfroot=\(selfRoot)")
 } catch {
     fail(3, error.description)
+}
+
+if thread {
+    // The daemon starts its threads after the filter: creating, running and joining
+    // one must stay within the allow-list.
+    var tid = pthread_t()
+    let rc = pthread_create(&tid, nil, probeThreadBody, nil)
+    guard rc == 0 else { fail(4, "pthread_create: \(Errno(rc))") }
+    pthread_join(tid, nil)
+    say("thread-ok")
 }
 
 if forbidden {

@@ -141,6 +141,13 @@ final class SandboxProbeTests: XCTestCase {
         XCTAssertEqual(status, SIGSYS)
     }
 
+    func testThreadsCanBeStartedUnderTheFilter() throws {
+        let probe = try Probe.start(["--mode", "namespace", "--share", share, "--thread"])
+        defer { probe.finish() }
+        _ = try probe.readyFields()
+        XCTAssertEqual(try probe.readLine(), "thread-ok")
+    }
+
     func testForbiddenSyscallPassesUnderLog() throws {
         let probe = try Probe.start(["--mode", "none", "--share", share, "--seccomp", "log", "--forbidden"])
         defer { probe.finish() }
