@@ -198,8 +198,9 @@ extension Sandbox {
     }
 
     /// Loads the allow-list filter. NO_NEW_PRIVS is set first (the kernel requires it of
-    /// an unprivileged caller and it is right for root too). The filter covers this
-    /// thread and every thread created afterwards; `none` loads nothing.
+    /// an unprivileged caller and it is right for root too). The filter covers every
+    /// thread of the process, those already running included (TSYNC), and every thread
+    /// created afterwards; `none` loads nothing.
     public static func installSeccomp(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) {
         let defaultAction: UInt32
         switch c.seccomp {
@@ -217,6 +218,9 @@ extension Sandbox {
         }
         guard let ctx = seccomp_init(defaultAction) else { throw .seccompInit }
         defer { seccomp_release(ctx) }
+        // Cover threads that already exist too, so no thread is left unfiltered.
+        let tsync = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1)
+        guard tsync == 0 else { throw .seccompRule("thread synchronisation (TSYNC)", tsync) }
         var allowed = 0
         for rule in seccompRules(syslog: c.syslog) {
             guard let number = syscallNumber(rule.name) else {

@@ -3,7 +3,7 @@
 //
 //   sandbox-probe --mode M --share DIR [--seccomp A] [--modcaps S] [--keep-dac]
 //                 [--as-uid N] [--uid-map S] [--gid-map S] [--nofile N] [--syslog]
-//                 [--open PATH]... [--thread] [--forbidden] [--verbose]
+//                 [--open PATH]... [--thread] [--early-thread] [--forbidden] [--verbose]
 //
 // Each --open is tried after the sandbox is up and reported as "open PATH: ok" or
 // "open PATH: <error>", before the ready line.
@@ -39,6 +39,7 @@ var forbidden = false
 var verbose = false
 var opens: [String] = []
 var thread = false
+var earlyThread = false
 
 var args = CommandLine.arguments.dropFirst()
 @MainActor func value(_ option: String) -> String {
@@ -62,6 +63,7 @@ while let arg = args.popFirst() {
         case "--verbose": verbose = true
         case "--open": opens.append(value(arg))
         case "--thread": thread = true
+        case "--early-thread": earlyThread = true
         default: fail(2, "unknown argument \(arg)")
         }
     } catch {
@@ -80,6 +82,17 @@ if let uid = asUID {
 }
 
 let logger = Logger(label: "sandbox-probe", level: verbose ? .debug : .error)
+
+// A thread that exists before the filter is loaded (mode none only: namespaces need a
+// single-threaded process).
+var earlyTID = pthread_t()
+var earlyGoWrite: Int32 = -1
+if earlyThread {
+    guard let fds = try? Sys.pipe() else { fail(4, "pipe") }
+    earlyThreadGo = fds.read
+    earlyGoWrite = fds.write
+    guard pthread_create(&earlyTID, nil, earlyThreadBody, nil) == 0 else { fail(4, "pthread_create") }
+}
 do throws(SandboxError) {
     let edits = try parseCapabilityEdits(modcaps)
     let config = SandboxConfiguration(mode: mode, sharedDirectory: share, seccomp: seccomp, syslog: syslog,
@@ -109,6 +122,13 @@ do throws(SandboxError) {
     say("ready root=\(result.root) nofile=\(limit) pid=\(getpid()) uid=\(getuid()) procfd=\(result.procSelfFD.map(String.init) ?? "none") selfroot=\(selfRoot)")
 } catch {
     fail(3, error.description)
+}
+
+if earlyThread {
+    say("releasing-early-thread")
+    var byte: UInt8 = 1
+    _ = write(earlyGoWrite, &byte, 1)
+    pthread_join(earlyTID, nil)
 }
 
 if thread {

@@ -148,6 +148,15 @@ final class SandboxProbeTests: XCTestCase {
         XCTAssertEqual(try probe.readLine(), "thread-ok")
     }
 
+    func testThreadsThatAlreadyExistAreFilteredToo() throws {
+        let probe = try Probe.start(["--mode", "none", "--share", share, "--early-thread"])
+        let (output, reason, status) = probe.waitForExit()
+        XCTAssertTrue(output.contains("releasing-early-thread"), output)
+        XCTAssertFalse(output.contains("early-thread-returned"), output)
+        XCTAssertEqual(reason, .uncaughtSignal)
+        XCTAssertEqual(status, SIGSYS)
+    }
+
     func testForbiddenSyscallPassesUnderLog() throws {
         let probe = try Probe.start(["--mode", "none", "--share", share, "--seccomp", "log", "--forbidden"])
         defer { probe.finish() }
