@@ -42,6 +42,10 @@ let package = Package(
             name: "virtiofsd-bench",
             dependencies: ["CVirtioFS", "Posix", "VhostUserFrontend"],
             path: "Benchmarks/LoadDriver"),
+        // Test support, not shipped: enters the sandbox in a fresh single-threaded
+        // process so SandboxTests can inspect it from outside.
+        .executableTarget(name: "sandbox-probe", dependencies: ["Sandbox", "Posix"],
+                          path: "Tests/SandboxProbe"),
 
         .testTarget(name: "PosixTests", dependencies: ["Posix"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVirtioFS", "Posix"]),
