@@ -74,6 +74,9 @@ public struct Entry: Sendable {
     public var attributes: stat
     public var attributesTimeout: Timeout
     public var entryTimeout: Timeout
+    /// FUSE_ATTR_* bits for the kernel, e.g. FUSE_ATTR_SUBMOUNT for a mount point
+    /// inside the shared tree when submounts were negotiated.
+    public var attributeFlags: UInt32 = 0
     public init(nodeID: NodeID, generation: UInt64 = 0, attributes: stat, attributesTimeout: Timeout, entryTimeout: Timeout) {
         self.nodeID = nodeID; self.generation = generation; self.attributes = attributes
         self.attributesTimeout = attributesTimeout; self.entryTimeout = entryTimeout
