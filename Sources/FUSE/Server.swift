@@ -20,6 +20,11 @@ public struct ServerOptions: Sendable {
 
     /// max_pages announced at INIT: enough 4 KiB pages for one max_write payload.
     public var maxPages: Int { (maxWrite + 4095) / 4096 }
+
+    /// The largest READ the kernel may send. It bounds reads by max_pages, which is
+    /// ours with MAX_PAGES but its default of 32 pages (128 KiB) without; a reply
+    /// buffer must hold this much data, since a short read means end of file.
+    public var maxRead: Int { max(maxWrite, 32 * 4096) }
 }
 
 /// The FUSE dispatcher: decodes one request from a `FuseReader`, validates it,
@@ -73,6 +78,10 @@ public final class Server<FS: FileSystem>: Sendable {
             result = error
             length = Self.replyError(error, header.unique, &writer, start: start)
         }
+        // A reply's header length is what was written, unless an error replaced
+        // a reply already under way (then only the header counts).
+        assert(length == 0 || result != nil || writer.written - start == length,
+               "reply length \(length) but \(writer.written - start) bytes written")
         if logger.isEnabled(.debug) {
             let name = opcode?.name ?? "opcode \(header.opcode)"
             let outcome = result.map { errnoName($0) } ?? (length == 0 ? "no reply" : "\(length) bytes")
@@ -223,7 +232,7 @@ public final class Server<FS: FileSystem>: Sendable {
 
         case .read:
             let arg = try Self.read(fuse_read_in.self, &r)
-            guard Int(arg.size) <= options.maxWrite else { throw .invalidArgument }
+            guard Int(arg.size) <= options.maxRead else { throw .invalidArgument }
             guard w.available >= FuseWire.outHeaderSize else { return 0 }
             // A writer smaller than asked for gets what fits (a short read).
             let size = UInt32(min(Int(arg.size), w.available - FuseWire.outHeaderSize))

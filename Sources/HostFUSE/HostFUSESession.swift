@@ -160,9 +160,9 @@ private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
     func serve() {
         // The kernel fails a request that does not fit the read buffer: room for
         // max_write plus the header and WRITE's op struct.
-        let size = server.options.maxWrite + 4096
-        let request = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
-        let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
+        let request = UnsafeMutableRawBufferPointer.allocate(byteCount: server.options.maxWrite + 4096, alignment: 8)
+        // And room for the largest READ reply.
+        let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: server.options.maxRead + 4096, alignment: 8)
         defer {
             request.deallocate()
             reply.deallocate()

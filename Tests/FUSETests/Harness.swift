@@ -291,7 +291,7 @@ final class RecordingFS: FileSystem, @unchecked Sendable {
     }
     func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno) {
         try record("readdir node=\(node) fh=\(handle) off=\(offset) plus=\(plus)")
-        var index = Int(offset)
+        var index = offset < UInt64(dirEntries.count) ? Int(offset) : dirEntries.count
         while index < dirEntries.count {
             let e = dirEntries[index]
             var name = Array(e.name.utf8) + [0]

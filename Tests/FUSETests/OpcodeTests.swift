@@ -296,6 +296,17 @@ final class OpcodeTests: XCTestCase {
         }
     }
 
+    func testTmpfileIgnoresWhateverNameTheKernelSends() {
+        // The kernel's tmpfile dentry has a placeholder name; the new file has none.
+        let fs = RecordingFS()
+        let server = initializedServer(fs)
+        var request = Request(.tmpfile, bytes(of: fuse_create_in(flags: 2, mode: 0o600, umask: 0o22, open_flags: 0)), cstr("/"))
+        request.extensions = groupsExtension(7)
+        XCTAssertEqual(send(server, request).error, 0)
+        XCTAssertEqual(fs.calls.last, "tmpfile parent=5 mode=600 flags=2 umask=22")
+        XCTAssertEqual(fs.lastExtras?.group, 7)
+    }
+
     func testEmptySecurityContextHeaderMeansNoContext() {
         let fs = RecordingFS()
         let server = initializedServer(fs)

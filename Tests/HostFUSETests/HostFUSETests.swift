@@ -77,7 +77,7 @@ struct TinyFS: FileSystem {
     func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno) {
         let listing = [(".", node, UInt32(DT_DIR)), ("..", try self.node(node).parent, UInt32(DT_DIR))]
             + children(of: node).map { ($0.name, $0.id, $0.mode & S_IFMT == S_IFDIR ? UInt32(DT_DIR) : UInt32(DT_REG)) }
-        var index = Int(offset)
+        var index = offset < UInt64(listing.count) ? Int(offset) : listing.count
         while index < listing.count {
             let (name, inode, type) = listing[index]
             var bytes = Array(name.utf8CString)
