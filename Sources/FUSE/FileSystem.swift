@@ -234,6 +234,9 @@ public protocol FileSystem: Sendable {
     func destroy()
 
     /// LOOKUP: resolve `name` in directory `parent`; +1 lookup count.
+    /// `name` is never empty and never holds '/', but may be "." or "..": the
+    /// kernel asks for them to find an inode's parent when the share is exported
+    /// (EXPORT_SUPPORT). Answer them from the inode table, or refuse them.
     func lookup(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) -> Entry
     /// FORGET / BATCH_FORGET: subtract `count` lookups. Never replied to.
     func forget(_ node: NodeID, count: UInt64)

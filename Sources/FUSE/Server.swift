@@ -100,11 +100,11 @@ public final class Server<FS: FileSystem>: Sendable {
             throw .invalidArgument
         }
         guard let opcode else { throw .noSys }
-        switch opcode {
-        case .initialize: return try doInit(h, &r, &w)
-        case .forget, .batchForget, .interrupt, .notifyReply: break
-        default:
-            guard state.load(ordering: .acquiring) == Self.running else { throw .ioError }
+        if opcode == .initialize { return try doInit(h, &r, &w) }
+        guard state.load(ordering: .acquiring) == Self.running else {
+            // Outside a session: EIO, except for the requests that are never answered.
+            if opcode.isNeverAnswered { return 0 }
+            throw .ioError
         }
         let extensionLength = Int(h.total_extlen) * 8
         guard extensionLength <= r.remaining else { throw .invalidArgument }

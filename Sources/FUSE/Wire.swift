@@ -57,6 +57,14 @@ public enum Opcode: UInt32, Sendable, CaseIterable {
     case syncfs = 50
     case tmpfile = 51
 
+    /// FORGET, BATCH_FORGET, INTERRUPT and NOTIFY_REPLY get no reply, ever.
+    public var isNeverAnswered: Bool {
+        switch self {
+        case .forget, .batchForget, .interrupt, .notifyReply: return true
+        default: return false
+        }
+    }
+
     /// The name used in debug logs, as linux/fuse.h spells it.
     public var name: String {
         switch self {

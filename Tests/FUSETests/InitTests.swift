@@ -143,6 +143,13 @@ final class InitTests: XCTestCase {
         XCTAssertEqual(fs.calls, [])
     }
 
+    func testForgetBeforeInitIsDroppedSilently() {
+        let fs = RecordingFS()
+        let server = newServer(fs)
+        XCTAssertEqual(send(server, Request(.forget, bytes(of: fuse_forget_in(nlookup: 1)))).length, 0)
+        XCTAssertEqual(fs.calls, [])
+    }
+
     func testSecondInitGetsEIO() {
         let fs = RecordingFS()
         let server = newServer(fs)
