@@ -542,7 +542,7 @@ public final class Server<FS: FileSystem>: Sendable {
         let region = r.remaining - extensionLength
         guard region > 0 else { throw .invalidArgument }
         guard region <= rule.maxLength + 1 else { throw rule.tooLong }
-        return try withUnsafeTemporaryAllocation(byteCount: FuseWire.maxNameLength + 1, alignment: 8) {
+        return try withUnsafeTemporaryAllocation(byteCount: rule.maxLength + 1, alignment: 8) {
             (buffer) throws(Errno) -> T in
             let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<region])
             guard r.read(into: bytes) else { throw .invalidArgument }
