@@ -50,6 +50,7 @@ let package = Package(
         .testTarget(name: "PosixTests", dependencies: ["Posix"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVirtioFS", "Posix"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CVirtioFS", "Posix"]),
+        .testTarget(name: "HostFUSETests", dependencies: ["HostFUSE", "FUSE", "CVirtioFS", "Posix"]),
         .testTarget(name: "XattrMapTests", dependencies: ["XattrMap"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Posix"]),
