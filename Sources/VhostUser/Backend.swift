@@ -7,6 +7,12 @@ import Posix
 public struct BackendConfiguration: Sendable {
     public var numRequestQueues: Int   // 1...16
     public var maxQueueSize: Int       // 32768 max
+    /// Threads shared by the request queues for batches with many chains
+    /// pending (`--thread-pool-size`); 0 handles every chain on its queue thread.
+    public var threadPoolSize: Int = 0
+    /// A request queue hands a batch to the pool when at least this many chains
+    /// are pending; fewer are handled inline, which is faster at low depth.
+    public var poolThreshold: Int = 4
 
     public init(numRequestQueues: Int = 1, maxQueueSize: Int = 32768) {
         self.numRequestQueues = min(max(numRequestQueues, 1), 16)
@@ -65,6 +71,8 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     var protocolFeatures: UInt64 = 0
     var status: UInt8 = 0
     var backendRequestFD: Int32?
+    /// Started with the first request queue when configured; stopped with the connection.
+    var pool: WorkerPool?
 
     public init(configuration: BackendConfiguration, handler: Handler, logger: Logger) {
         self.configuration = configuration
@@ -277,8 +285,14 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
                                lastAvailable: state.lastAvailable, nextUsed: state.nextUsed, storage: storage)
         let worker: QueueWorker<Handler>
         do {
+            // The hiprio queue (FORGET, INTERRUPT) never waits behind the pool.
+            if q != 0 && configuration.threadPoolSize > 0 && pool == nil {
+                pool = try WorkerPool(size: min(configuration.threadPoolSize, 1024))
+                logger.debug("thread pool of \(configuration.threadPoolSize) started")
+            }
             worker = try QueueWorker(queueIndex: q, queue: queue, kickFD: kickFD, callFD: state.callFD,
-                                     handler: handler, logger: logger)
+                                     handler: handler, logger: logger, pool: q == 0 ? nil : pool,
+                                     poolThreshold: configuration.poolThreshold)
         } catch {
             storage.deallocate()
             throw .thread(error)
@@ -320,6 +334,8 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     /// Back to the state of a fresh backend: threads joined, fds closed, memory unmapped.
     private func resetConnectionState() {
         stopAllQueues()
+        pool?.shutdown()
+        pool = nil
         resetQueues()
         memory = nil
         ackedFeatures = 0

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CVirtioFS
 import Posix
+import Synchronization
 
 /// One chain handler for the device's queues.
 public protocol VirtqueueHandler: Sendable {
@@ -49,9 +50,13 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     private let handler: Handler
     private let logger: Logger
     private var thread: pthread_t?
+    /// With a pool: batches of at least `poolThreshold` pending chains go to it.
+    private let pool: WorkerPool?
+    private let poolThreshold: Int
+    private let batch: ChainBatch<Handler>?
 
     init(queueIndex: Int, queue: SplitQueue, kickFD: Int32, callFD: Int32?,
-         handler: Handler, logger: Logger) throws(Errno) {
+         handler: Handler, logger: Logger, pool: WorkerPool? = nil, poolThreshold: Int = 4) throws(Errno) {
         self.queueIndex = queueIndex
         self.queue = queue
         self.kickFD = kickFD
@@ -59,6 +64,15 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
         self.handler = handler
         self.logger = logger
         self.stopFD = try Sys.eventfd()
+        self.pool = pool
+        self.poolThreshold = max(poolThreshold, 1)
+        if let pool {
+            // Enough chains per batch to keep every pool thread busy twice over.
+            batch = ChainBatch(handler: handler, queueIndex: queueIndex, queueSize: queue.size,
+                               maxChains: min(2 * pool.size, queue.size))
+        } else {
+            batch = nil
+        }
     }
 
     deinit {
@@ -108,12 +122,10 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
         guard !broken else { return }
         let before = queue.nextUsed
         do {
-            _ = try queue.drain(handler: handler, queueIndex: queueIndex) { error in
-                malformedChains += 1
-                // Rate limit: the first few, then one in 1024.
-                if malformedChains <= 8 || malformedChains % 1024 == 0 {
-                    logger.warning("queue \(queueIndex): dropped a malformed chain (\(malformedChains) so far): \(error)")
-                }
+            if let pool, let batch, queue.pendingCount >= poolThreshold {
+                try drain(through: pool, batch)
+            } else {
+                _ = try queue.drain(handler: handler, queueIndex: queueIndex) { logMalformed($0) }
             }
         } catch {
             broken = true
@@ -121,6 +133,59 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
         }
         if queue.nextUsed != before, queue.needsNotification(since: before), let callFD {
             try? Sys.eventfdSignal(callFD)
+        }
+    }
+
+    private func logMalformed(_ error: ChainError) {
+        malformedChains += 1
+        // Rate limit: the first few, then one in 1024.
+        if malformedChains <= 8 || malformedChains % 1024 == 0 {
+            logger.warning("queue \(queueIndex): dropped a malformed chain (\(malformedChains) so far): \(error)")
+        }
+    }
+
+    /// Many chains pending: hand them to the pool in batches, wait for each
+    /// batch, then push its used entries in order from this thread (so only
+    /// this thread ever writes the used ring).
+    private func drain(through pool: WorkerPool, _ batch: ChainBatch<Handler>) throws(RingError) {
+        let chainRoom = SplitQueue.storageCapacity(queueSize: queue.size)
+        while true {
+            batch.count = 0
+            var offset = 0
+            var ringError: RingError?
+            fill: while batch.count < batch.chains.count && offset + chainRoom <= batch.segments.count {
+                let result: PopResult
+                do {
+                    result = try queue.pop(into: UnsafeMutableBufferPointer(rebasing: batch.segments[offset ..< offset + chainRoom]))
+                } catch {
+                    // Still finish the chains already taken.
+                    ringError = error
+                    break fill
+                }
+                switch result {
+                case .empty:
+                    break fill
+                case .malformed(let head, let e):
+                    logMalformed(e)
+                    queue.push(head: head, length: 0)
+                case .chain(let head, let rs, let rb, let ws, let wb):
+                    batch.chains[batch.count] = PendingChain(head: head, offset: offset, readableSegments: rs, readableBytes: rb,
+                                                             writableSegments: ws, writableBytes: wb, used: 0)
+                    batch.count += 1
+                    offset += rs + ws
+                }
+            }
+            batch.runAll(on: pool)
+            for i in 0..<batch.count {
+                queue.push(head: batch.chains[i].head, length: batch.chains[i].used)
+            }
+            if let ringError { throw ringError }
+            if batch.count == batch.chains.count || offset + chainRoom > batch.segments.count { continue }
+            // The ring looked empty: with EVENT_IDX re-arm and look once more.
+            guard queue.eventIndex else { return }
+            queue.setAvailableEvent(queue.lastAvailable)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if queue.availableIndex == queue.lastAvailable { return }
         }
     }
 }

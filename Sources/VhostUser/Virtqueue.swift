@@ -164,6 +164,15 @@ struct SplitQueue {
     /// Next chain, if the driver made one available. Throws when the indices
     /// themselves are corrupt (the caller stops the queue).
     mutating func pop() throws(RingError) -> PopResult {
+        try pop(into: storage)
+    }
+
+    /// Chains the driver made available that we have not consumed yet.
+    var pendingCount: Int { Int(availableIndex &- lastAvailable) }
+
+    /// Like `pop()`, walking the chain into `segments`, which must hold
+    /// `storageCapacity(queueSize:)` entries.
+    mutating func pop(into segments: UnsafeMutableBufferPointer<iovec>) throws(RingError) -> PopResult {
         let available = availableIndex
         let pending = available &- lastAvailable
         if pending == 0 { return .empty }
@@ -176,7 +185,7 @@ struct SplitQueue {
         let head = UInt16(littleEndian: headRaw)
         guard Int(head) < size else { throw .headOutOfRange(head: head, size: size) }
         lastAvailable &+= 1
-        switch walk(head: head) {
+        switch walk(head: head, into: segments) {
         case .success(let r): return r
         case .failure(let e): return .malformed(head: head, e)
         }
@@ -200,7 +209,9 @@ struct SplitQueue {
     }
 
     /// Walks the chain at `head` into `storage`, checking every rule.
-    private func walk(head: UInt16) -> Result<PopResult, ChainError> {
+    private func walk(head: UInt16, into storage: UnsafeMutableBufferPointer<iovec>) -> Result<PopResult, ChainError> {
+        // The longest legal chain, whatever room the caller gave.
+        let limit = min(storage.count, SplitQueue.storageCapacity(queueSize: size))
         var table = rings.descriptors
         var tableSize = size
         var index = Int(head)
@@ -224,7 +235,7 @@ struct SplitQueue {
                 guard d.flags & SplitQueue.descriptorFlagNext == 0 else { return .failure(.indirectWithNext) }
                 guard d.length > 0, d.length % 16 == 0 else { return .failure(.indirectBadLength(d.length)) }
                 let count = Int(d.length / 16)
-                guard count <= storage.count else { return .failure(.chainTooLong) }
+                guard count <= limit else { return .failure(.chainTooLong) }
                 guard let p = memory.translate(guestAddress: d.address, length: UInt64(d.length)) else {
                     return .failure(.bufferOutsideMemory(address: d.address, length: d.length))
                 }
@@ -246,7 +257,7 @@ struct SplitQueue {
                 guard let p = memory.translate(guestAddress: d.address, length: UInt64(d.length)) else {
                     return .failure(.bufferOutsideMemory(address: d.address, length: d.length))
                 }
-                guard segments < storage.count else { return .failure(.chainTooLong) }
+                guard segments < limit else { return .failure(.chainTooLong) }
                 storage[segments] = iovec(iov_base: p, iov_len: Int(d.length))
                 segments += 1
                 // Lengths are u32 and segments bounded by the storage, but stay checked.
