@@ -10,6 +10,7 @@
 const int CVFS_SIGNALFD_SIGINFO_SIZE = (int)sizeof(struct signalfd_siginfo);
 const int CVFS_SO_DOMAIN = SO_DOMAIN;
 const int CVFS_SOCK_CLOEXEC = SOCK_CLOEXEC;
+const int CVFS_SOCK_NONBLOCK = SOCK_NONBLOCK;
 const int CVFS_SOCK_STREAM = SOCK_STREAM;
 const int CVFS_MAP_NORESERVE = MAP_NORESERVE;
 

@@ -6,8 +6,9 @@ import CVirtioFS
 /// Thin wrappers over the socket and polling system calls.
 extension Sys {
     /// A new UNIX stream socket, close-on-exec. The corresponding C function is `socket`.
-    public static func unixStreamSocket() throws(Errno) -> Int32 {
-        try checked(Glibc.socket(AF_UNIX, CVFS_SOCK_STREAM | CVFS_SOCK_CLOEXEC, 0))
+    public static func unixStreamSocket(nonBlocking: Bool = false) throws(Errno) -> Int32 {
+        let flags = CVFS_SOCK_STREAM | CVFS_SOCK_CLOEXEC | (nonBlocking ? CVFS_SOCK_NONBLOCK : 0)
+        return try checked(Glibc.socket(AF_UNIX, flags, 0))
     }
 
     /// The corresponding C function is `socketpair` (AF_UNIX, SOCK_STREAM, close-on-exec).

@@ -151,6 +151,10 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
                 throw .featuresNotOffered(request: message.code.name, acked: features, offered: VirtioFeatures.offered)
             }
             ackedFeatures = features
+            // Running rings must follow the new EVENT_IDX / INDIRECT choice.
+            let running = runningQueues
+            stopAllQueues()
+            for q in running { try startQueueIfReady(q) }
         case .setOwner:
             break
         case .resetOwner, .resetDevice:

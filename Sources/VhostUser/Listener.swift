@@ -68,14 +68,15 @@ public enum Listener {
     }
 
     private static func isSomeoneListening(_ address: sockaddr_un) -> Bool {
-        guard let probe = try? Sys.unixStreamSocket() else { return false }
+        // Non-blocking, so a listener with a full backlog answers EAGAIN instead of hanging us.
+        guard let probe = try? Sys.unixStreamSocket(nonBlocking: true) else { return false }
         defer { Sys.close(probe) }
         do {
             try Sys.connect(probe, address)
             return true
         } catch {
             // ECONNREFUSED: a socket file nobody listens on any more.
-            return false
+            return error != Errno(ECONNREFUSED) && error != .noEntry
         }
     }
 

@@ -150,9 +150,10 @@ public struct MessageCodec: Sendable {
                                    fdBuffer.baseAddress, Int32(fdBuffer.count), &fdCount, &truncated)
             }
         }
+        let receiveError = Errno.current
         var received = Array(fds.prefix(Int(max(0, fdCount))))
         if n < 0 {
-            let e = Errno.current
+            let e = receiveError
             received.forEach(Sys.close)
             throw .socket(e)
         }

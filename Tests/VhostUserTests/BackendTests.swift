@@ -143,6 +143,30 @@ final class BackendTests: XCTestCase {
         serving.waitFinished()
     }
 
+    func testSetFeaturesRestartsRunningQueuesWithTheNewRingFeatures() throws {
+        let guest = try FakeGuest()
+        let ring = FakeRing(guest: guest, size: 8)
+        let serving = try ServingBackend()
+        let f = serving.frontend
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        negotiate(f, eventIndex: false)
+        f.send(.setMemTable, payload: le(UInt32(1)) + le(UInt32(0)) + regionPayload(guest.region), fds: [guest.fd])
+        setUpQueue(f, 1, ring: ring, kick: kick, call: call)
+        f.send(.setFeatures, needReply: true,
+               payload: le(VirtioFeatures.version1 | VirtioFeatures.protocolFeatures | VirtioFeatures.ringEventIndex))
+        XCTAssertEqual(f.receiveU64(.setFeatures), 0)
+        XCTAssertEqual(serving.backend.runningQueues, [1])
+        ring.setDescriptor(0, address: ring.dataArea, length: 8, flags: 2)
+        ring.setUsedEvent(0)
+        ring.makeAvailable(0)
+        try Sys.eventfdSignal(kick)
+        XCTAssertTrue(waitReadable(call))
+        XCTAssertEqual(ring.availableEvent, 1, "the restarted queue publishes avail_event")
+        _ = Glibc.shutdown(f.socket, Int32(SHUT_WR))
+        serving.waitFinished()
+    }
+
     func testVringAddressOutsideMemoryClosesTheConnection() throws {
         let guest = try FakeGuest()
         let serving = try ServingBackend()

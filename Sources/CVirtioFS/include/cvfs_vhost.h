@@ -15,6 +15,7 @@ int cvfs_ignore_signal(int signo);
 // SO_DOMAIN is a GNU/Linux socket option name.
 extern const int CVFS_SO_DOMAIN;
 extern const int CVFS_SOCK_CLOEXEC;
+extern const int CVFS_SOCK_NONBLOCK;
 extern const int CVFS_SOCK_STREAM;
 extern const int CVFS_MAP_NORESERVE;
 // accept4 is a GNU extension: accepts one connection, close-on-exec.
