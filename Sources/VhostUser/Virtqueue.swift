@@ -134,8 +134,14 @@ struct SplitQueue {
         self.storage = storage
     }
 
-    /// Storage a queue of `size` needs: the longest legal chain.
-    static func storageCapacity(queueSize: Int) -> Int { max(queueSize, 1) }
+    /// Most buffers one chain may have. A direct chain is bounded by the queue
+    /// size; an indirect table may be longer than the queue (Linux uses that
+    /// for large requests on small queues), up to this bound, which matches
+    /// IOV_MAX so each side of a chain fits one preadv/pwritev.
+    static let maxIndirectSegments = 1024
+
+    /// Storage a queue of `size` needs: the longest chain we accept.
+    static func storageCapacity(queueSize: Int) -> Int { max(queueSize, maxIndirectSegments) }
 
     @inline(__always)
     private func atomic16(_ p: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt16>> {
