@@ -109,18 +109,19 @@ extension Sys {
         })
     }
 
-    /// The corresponding C function is `recv` (with MSG_DONTWAIT when `wait` is false).
-    public static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, wait: Bool = true) throws(Errno) -> Int {
-        try retryingEINTR { Glibc.recv(fd, buffer.baseAddress, buffer.count, wait ? 0 : Int32(MSG_DONTWAIT)) }
+    /// Receives stream bytes. The corresponding C function is `read`: `recv` would be
+    /// `recvfrom` underneath, which the seccomp allow-list has no other use for.
+    public static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        try retryingEINTR { Glibc.read(fd, buffer.baseAddress, buffer.count) }
     }
 
-    /// Sends all of `buffer` (no SIGPIPE). The corresponding C function is `send`.
+    /// Sends all of `buffer` (no SIGPIPE). The corresponding C function is `sendmsg`:
+    /// `send` would be `sendto` underneath, which seccomp allows only for syslog.
     public static func sendAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) throws(Errno) {
         var done = 0
         while done < buffer.count {
-            let n = try retryingEINTR {
-                Glibc.send(fd, buffer.baseAddress.map { $0 + done }, buffer.count - done, Int32(MSG_NOSIGNAL))
-            }
+            let n = try checked(
+                cvfs_send_with_fds(fd, buffer.baseAddress.map { $0 + done }, buffer.count - done, nil, 0))
             if n == 0 { throw Errno.ioError }
             done += n
         }
