@@ -191,6 +191,8 @@ public final class FuseClient {
             replyData = Int(size)
         case .write(let n, let handle, let offset, let size):
             guard Int(size) <= maxData else { throw .noRoom("WRITE of \(size) bytes, slot holds \(maxData)") }
+            // Oversized requests crash some backends (QEMU's virtiofsd asserts); refuse them here.
+            if let limit = initReply?.max_write, size > limit { throw .noRoom("WRITE of \(size) bytes, backend's max_write is \(limit)") }
             node = n
             var body = fuse_write_in()
             body.fh = handle
@@ -337,9 +339,13 @@ public final class FuseClient {
         return value
     }
 
+    /// What a Linux guest asks for that matters here: MAX_PAGES, without which backends
+    /// cap writes at 128 KiB, plus BIG_WRITES and ASYNC_READ.
+    public static let defaultInitFlags: UInt32 = UInt32(FUSE_ASYNC_READ) | UInt32(FUSE_BIG_WRITES) | UInt32(FUSE_MAX_PAGES)
+
     /// FUSE_INIT; must come first. Returns the backend's answer.
     @discardableResult
-    public func initialize(maxReadahead: UInt32 = 1 << 20, flags: UInt32 = 0) throws(FrontendError) -> fuse_init_out {
+    public func initialize(maxReadahead: UInt32 = 1 << 20, flags: UInt32 = FuseClient.defaultInitFlags) throws(FrontendError) -> fuse_init_out {
         let out = try callChecked(.initialize(maxReadahead: maxReadahead, flags: flags), as: fuse_init_out.self)
         initReply = out
         return out

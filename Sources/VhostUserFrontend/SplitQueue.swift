@@ -63,10 +63,11 @@ public final class SplitQueue {
     public let callFD: Int32
 
     private let memory: GuestMemory
-    private let descriptors: GuestBuffer
-    private let available: GuestBuffer
-    private let used: GuestBuffer
-    private let indirectTables: GuestBuffer
+    /// The rings in guest memory (internal so tests can play the device).
+    let descriptors: GuestBuffer
+    let available: GuestBuffer
+    let used: GuestBuffer
+    let indirectTables: GuestBuffer
 
     private var freeList: [UInt16]
     /// Descriptors each posted head holds (0 when the head is not in flight).
@@ -186,8 +187,10 @@ public final class SplitQueue {
 
     private var rawSlots: [Int: [UInt16]] = [:]
 
-    /// Signals the kick eventfd if the backend asked to be told (EVENT_IDX or the NO_NOTIFY flag).
-    public func kickIfNeeded(previous: UInt16) {
+    /// Signals the kick eventfd if the backend asked to be told (EVENT_IDX or the NO_NOTIFY flag)
+    /// about any chain published since the last kick.
+    public func kickIfNeeded() {
+        let previous = availableIndexAtLastKick
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         let needed: Bool
         if eventIndex {
@@ -197,7 +200,10 @@ public final class SplitQueue {
             needed = UInt16(littleEndian: used.pointer.loadUnaligned(as: UInt16.self)) & 1 == 0
         }
         if needed { kick() }
+        availableIndexAtLastKick = availableIndex
     }
+
+    private var availableIndexAtLastKick: UInt16 = 0
 
     /// Signals the kick eventfd unconditionally.
     public func kick() {
@@ -208,12 +214,11 @@ public final class SplitQueue {
     private func publish(head: UInt16, kick shouldKick: Bool) {
         let slot = Int(availableIndex % size)
         available.pointer.storeBytes(of: head.littleEndian, toByteOffset: 4 + 2 * slot, as: UInt16.self)
-        let previous = availableIndex
         availableIndex &+= 1
         // Release: the descriptors and ring slot are visible before the new index.
         storeReleasing16(available.pointer + 2, availableIndex.littleEndian)
         inFlight += 1
-        if shouldKick { kickIfNeeded(previous: previous) }
+        if shouldKick { kickIfNeeded() }
     }
 
     private func writeEntry(_ p: UnsafeMutableRawPointer, address: UInt64, length: UInt32, flags: UInt16, next: UInt16) {
