@@ -44,6 +44,11 @@ public struct RawDescriptor: Sendable {
 public struct UsedElement: Sendable, Equatable {
     public let head: UInt16
     public let length: UInt32
+
+    public init(head: UInt16, length: UInt32) {
+        self.head = head
+        self.length = length
+    }
 }
 
 /// The driver side of one split virtqueue whose rings live in guest memory.

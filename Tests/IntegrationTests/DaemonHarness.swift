@@ -44,8 +44,9 @@ final class Rig {
     let daemon: DaemonProcess
     let frontend: VhostUserFrontend
 
-    init(requestQueues: Int = 1, options: VhostUserFrontend.Options = .init(), extraArguments: [String] = [],
-         files: [String: String] = [:]) throws {
+    /// `askDaemonForQueues`: pass `--num-request-queues` (ours only) when more than one queue is wanted.
+    init(requestQueues: Int = 1, askDaemonForQueues: Bool = true, options: VhostUserFrontend.Options = .init(),
+         extraArguments: [String] = [], files: [String: String] = [:]) throws {
         directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("vufe-\(UUID().uuidString.prefix(8))")
         shared = directory.appendingPathComponent("shared")
         try FileManager.default.createDirectory(at: shared, withIntermediateDirectories: true)
@@ -53,7 +54,7 @@ final class Rig {
             try content.write(to: shared.appendingPathComponent(name), atomically: false, encoding: .utf8)
         }
         var extra = extraArguments
-        if requestQueues > 1 { extra.append("--num-request-queues=\(requestQueues)") }
+        if requestQueues > 1, askDaemonForQueues { extra.append("--num-request-queues=\(requestQueues)") }
         daemon = try DaemonProcess(binary: DaemonUnderTest.binary, socketPath: directory.appendingPathComponent("vhost.sock").path,
                                    sharedDirectory: shared.path, logPath: directory.appendingPathComponent("daemon.log").path,
                                    extraArguments: extra)
