@@ -32,7 +32,7 @@ public final class DaemonProcess {
         while stat(socketPath, &st) != 0 || (st.st_mode & S_IFMT) != S_IFSOCK {
             if let status = try? Sys.waitProcess(pid, block: false) {
                 exit = ProcessExit(waitStatus: status)
-                throw .protocolViolation("\(binary) \(ProcessExit(waitStatus: status)) before listening: \(logTail())")
+                throw .daemonFailed("\(binary) \(ProcessExit(waitStatus: status)) before listening: \(logTail())")
             }
             if Sys.monotonicNanoseconds() > deadline {
                 _ = stop()

@@ -12,6 +12,8 @@ public enum FrontendError: Error, Equatable, CustomStringConvertible {
     case timedOut(String)
     /// The request cannot be placed (ring full, guest memory exhausted, argument out of range).
     case noRoom(String)
+    /// The daemon process ended or never got ready; the text says how and quotes its log.
+    case daemonFailed(String)
     /// A FUSE reply carried an error (a negative errno, as on the wire).
     case fuse(opcode: UInt32, error: Int32)
 
@@ -22,6 +24,7 @@ public enum FrontendError: Error, Equatable, CustomStringConvertible {
         case .disconnected: return "backend closed the connection"
         case .timedOut(let what): return "timed out waiting for \(what)"
         case .noRoom(let what): return "no room: \(what)"
+        case .daemonFailed(let what): return what
         case .fuse(let opcode, let error): return "FUSE opcode \(opcode) failed with errno \(-error)"
         }
     }
