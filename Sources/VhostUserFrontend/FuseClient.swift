@@ -147,13 +147,13 @@ public final class FuseClient {
         var replyCapacity = Self.headerArea - 16
 
         func put<T>(_ value: T) {
-            withUnsafeBytes(of: value) { raw in (inp + 40 + bodyLength).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+            withUnsafeBytes(of: value) { copyBytes($0, to: inp + 40 + bodyLength) }
             bodyLength += MemoryLayout<T>.size
         }
         func putName(_ name: String) throws(FrontendError) {
             let bytes = Array(name.utf8)
             guard 40 + bodyLength + bytes.count + 1 <= Self.headerArea else { throw .noRoom("name of \(bytes.count) bytes") }
-            bytes.withUnsafeBytes { (inp + 40 + bodyLength).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            bytes.withUnsafeBytes { copyBytes($0, to: inp + 40 + bodyLength) }
             (inp + 40 + bodyLength + bytes.count).storeBytes(of: 0, as: UInt8.self)
             bodyLength += bytes.count + 1
         }
@@ -218,7 +218,7 @@ public final class FuseClient {
             guard 40 + body.count <= Self.headerArea, capacity <= Self.headerArea - 16 + maxData else {
                 throw .noRoom("raw request too large")
             }
-            body.withUnsafeBytes { if $0.count > 0 { (inp + 40).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            body.withUnsafeBytes { copyBytes($0, to: inp + 40) }
             bodyLength = body.count
             replyCapacity = capacity
         }
@@ -230,7 +230,7 @@ public final class FuseClient {
         nextUnique &+= 1
         header.nodeid = node
         header.pid = UInt32(bitPattern: getpid())
-        withUnsafeBytes(of: header) { inp.copyMemory(from: $0.baseAddress!, byteCount: 40) }
+        withUnsafeBytes(of: header) { copyBytes($0, to: inp) }
 
         var chain = [Descriptor(s.input.prefix(40 + bodyLength), writable: false)]
         if dataLength > 0 { chain.append(Descriptor(s.input.dropFirst(Self.headerArea).prefix(dataLength), writable: false)) }
@@ -379,7 +379,7 @@ public final class FuseClient {
         guard let slot = freeSlot() else { throw .noRoom("every slot is in flight") }
         guard data.count <= maxData else { throw .noRoom("WRITE of \(data.count) bytes") }
         let area = payload(slot: slot)
-        data.withUnsafeBytes { if $0.count > 0 { area.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        if let destination = area.baseAddress { data.withUnsafeBytes { copyBytes($0, to: destination) } }
         let out = try callChecked(.write(node: node, handle: handle, offset: offset, size: UInt32(data.count)),
                                   as: fuse_write_out.self)
         return out.size
@@ -405,4 +405,11 @@ public final class FuseClient {
     public func unlink(parent: UInt64 = UInt64(FUSE_ROOT_ID), name: String) throws(FrontendError) {
         try call(.unlink(parent: parent, name: name)).check()
     }
+}
+
+/// Copies `source` to `destination`; empty sources (whose base may be nil) copy nothing.
+@inline(__always)
+func copyBytes(_ source: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) {
+    guard let base = source.baseAddress, source.count > 0 else { return }
+    destination.copyMemory(from: base, byteCount: source.count)
 }

@@ -190,6 +190,22 @@ public final class VhostUserFrontend {
         }
     }
 
+    /// Stops queue `index` the way QEMU does at shutdown (GET_VRING_BASE) and returns
+    /// the backend's next available index: how many chains it has taken from the ring.
+    public func stopQueue(_ index: Int) throws(FrontendError) -> UInt32 {
+        var state = cvfs_vhost_user_vring_state(index: UInt32(index), num: 0)
+        try withUnsafeBytes(of: &state) { (raw) throws(FrontendError) in
+            try sendRaw(request: CVFS_VHOST_USER_GET_VRING_BASE.rawValue, flags: UInt32(CVFS_VHOST_USER_VERSION), payload: raw)
+        }
+        let reply = try receiveReply(expecting: CVFS_VHOST_USER_GET_VRING_BASE.rawValue)
+        guard reply.count == 8 else { throw .protocolViolation("GET_VRING_BASE reply has \(reply.count) bytes") }
+        let (replyIndex, num) = reply.withUnsafeBytes {
+            (UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)), UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        }
+        guard replyIndex == UInt32(index) else { throw .protocolViolation("GET_VRING_BASE answered for queue \(replyIndex)") }
+        return num
+    }
+
     /// Sends a GET_* request and returns its 64-bit answer.
     public func requestU64(_ request: cvfs_vhost_user_request) throws(FrontendError) -> UInt64 {
         try sendRaw(request: request.rawValue, flags: UInt32(CVFS_VHOST_USER_VERSION),

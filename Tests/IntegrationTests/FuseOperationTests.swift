@@ -123,6 +123,22 @@ final class FuseOperationTests: XCTestCase {
         XCTAssertTrue(rig.frontend.queues.allSatisfy { $0.eventIndex == (offered != 0) })
     }
 
+    func testEmptyNameIsRefusedWithoutHarm() throws {
+        let rig = try Rig(files: ["f": "x"])
+        let fuse = try rig.fuseClient()
+        try fuse.initialize()
+        XCTAssertThrowsError(try fuse.lookup(name: ""))
+        XCTAssertEqual(try fuse.lookup(name: "f").attr.size, 1)
+    }
+
+    func testStoppingAQueueReportsHowManyChainsTheBackendTook() throws {
+        let rig = try Rig(files: ["f": "x"])
+        let fuse = try rig.fuseClient()
+        try fuse.initialize()
+        for _ in 0..<5 { _ = try fuse.getattr(node: UInt64(FUSE_ROOT_ID)) }
+        XCTAssertEqual(try rig.frontend.stopQueue(1), 6, "INIT plus five GETATTRs")
+    }
+
     func testClosingTheConnectionEndsTheDaemon() throws {
         let rig = try Rig()
         let fuse = try rig.fuseClient()

@@ -112,6 +112,7 @@ final class HostileGuestTests: XCTestCase {
                                       file: StaticString = #filePath, line: UInt = #line) throws {
         let rig = try Rig()
         try rig.frontend.handshake()
+        let logBefore = rig.daemon.log().utf8.count
         try send(rig.frontend)
         XCTAssertTrue(rig.frontend.waitForDisconnect(timeoutMilliseconds: 5000), "connection still open", file: file, line: line)
         let exit = rig.daemon.waitForExit(timeoutMilliseconds: 5000)
@@ -119,7 +120,7 @@ final class HostileGuestTests: XCTestCase {
         if case .signalled(let signal) = exit {
             XCTFail("daemon died of signal \(signal): \(rig.daemon.logTail())", file: file, line: line)
         }
-        XCTAssertFalse(rig.daemon.log().isEmpty, "the daemon says why it stopped", file: file, line: line)
+        XCTAssertGreaterThan(rig.daemon.log().utf8.count, logBefore, "the daemon says why it stopped", file: file, line: line)
     }
 
     func testUnknownRequestClosesConnectionAndDaemonExitsCleanly() throws {
