@@ -7,7 +7,7 @@ import CVirtioFS
 extension Sys {
     /// Creates an unconnected `AF_UNIX` stream socket with close-on-exec set.
     /// The corresponding C function is `socket`.
-    public static func unixStreamSocket() throws(Errno) -> Int32 {
+    public static func unixStreamClientSocket() throws(Errno) -> Int32 {
         try checked(Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0))
     }
 

@@ -60,7 +60,7 @@ public final class VhostUserFrontend {
         self.requestQueues = requestQueues
         self.options = options
         self.memory = try GuestMemory(size: memorySize)
-        let fd = try attempt("socket") { () throws(Errno) in try Sys.unixStreamSocket() }
+        let fd = try attempt("socket") { () throws(Errno) in try Sys.unixStreamClientSocket() }
         do {
             try Sys.connectUnix(fd, path: socketPath)
         } catch {
