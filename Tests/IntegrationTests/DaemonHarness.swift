@@ -47,6 +47,8 @@ final class Rig {
     /// `askDaemonForQueues`: pass `--num-request-queues` (ours only) when more than one queue is wanted.
     init(requestQueues: Int = 1, askDaemonForQueues: Bool = true, options: VhostUserFrontend.Options = .init(),
          extraArguments: [String] = [], files: [String: String] = [:]) throws {
+        // Both daemons set up namespaces and switch credentials: they need root.
+        if geteuid() != 0 { throw XCTSkip("integration tests start a vhost-user daemon, which needs root") }
         directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("vufe-\(UUID().uuidString.prefix(8))")
         shared = directory.appendingPathComponent("shared")
         try FileManager.default.createDirectory(at: shared, withIntermediateDirectories: true)
