@@ -50,7 +50,7 @@ public struct DaemonOptions: Sendable, Equatable {
     public var flock: Bool = false
     public var posixLock: Bool = false
     public var announceSubmounts: Bool = true
-    public var killprivV2: Bool = false
+    public var killprivV2: Bool = true
     public var inodeFileHandles: InodeFileHandlesMode = .never
     public var readOnly: Bool = false
     public var preserveNoatime: Bool = false

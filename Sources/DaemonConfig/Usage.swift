@@ -85,7 +85,7 @@ public let usageText = """
                                    tell the guest which directories are mount points
                                    (default on)
       --killpriv-v2, --no-killpriv-v2, -o killpriv_v2|no_killpriv_v2
-                                   FUSE_HANDLE_KILLPRIV_V2 (default off)
+                                   FUSE_HANDLE_KILLPRIV_V2 (default on)
       --inode-file-handles[=MODE]  hold inodes as file handles: never, prefer,
                                    mandatory (default never; bare option: prefer)
       --readonly                   refuse every change to the shared directory

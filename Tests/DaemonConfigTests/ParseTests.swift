@@ -150,7 +150,7 @@ final class LongOptionTests: XCTestCase {
         XCTAssertEqual(o.threadPoolSize, 0)
         XCTAssertEqual(o.numRequestQueues, 1)
         XCTAssertTrue(o.announceSubmounts)
-        XCTAssertFalse(o.killprivV2)
+        XCTAssertTrue(o.killprivV2)
         XCTAssertFalse(o.xattrEnabled)
         XCTAssertFalse(o.flock)
         XCTAssertFalse(o.posixLock)
