@@ -253,3 +253,25 @@ extension Sys {
         while Glibc.nanosleep(&request, &left) == -1 && errno == EINTR { request = left }
     }
 }
+
+/// Process identity and per-thread flags.
+extension Sys {
+    /// The corresponding C function is `geteuid`.
+    public static func geteuid() -> uid_t { Glibc.geteuid() }
+    /// The corresponding C function is `getegid`.
+    public static func getegid() -> gid_t { Glibc.getegid() }
+
+    /// The corresponding C function is `pthread_key_create`.
+    public static func threadKeyCreate() throws(Errno) -> pthread_key_t {
+        var key = pthread_key_t()
+        let rc = pthread_key_create(&key, nil)
+        if rc != 0 { throw Errno(rc) }
+        return key
+    }
+    /// The corresponding C function is `pthread_getspecific`.
+    public static func threadValue(_ key: pthread_key_t) -> UnsafeMutableRawPointer? { pthread_getspecific(key) }
+    /// The corresponding C function is `pthread_setspecific`.
+    public static func setThreadValue(_ key: pthread_key_t, _ value: UnsafeMutableRawPointer?) {
+        _ = pthread_setspecific(key, value)
+    }
+}
