@@ -65,9 +65,12 @@ public final class PassthroughFileSystem: FileSystem {
             useOpenat2 = false
         }
         let rootInode = root
+        // open_by_handle_at needs a real descriptor on the mount; the root's serves its mount.
+        let rootMountFD = try? Sys.openat(rootFD, ".", O_RDONLY | O_DIRECTORY)
         inodes.withLock { table in
             table.nodes[rootNodeID] = Node(data: rootInode, lookups: 1)
             table.byKey[key] = rootNodeID
+            if let rootMountFD { table.mountFDs[key.mountID] = rootMountFD }
         }
         // The guest's mode arrives with its umask already applied (or applied by us with DONT_MASK).
         Sys.umask(0)
