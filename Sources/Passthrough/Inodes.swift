@@ -79,6 +79,8 @@ final class InodeData: Sendable {
 struct Node {
     var data: InodeData
     var lookups: UInt64
+    /// The root of a mount below the shared directory (FUSE_ATTR_SUBMOUNT).
+    var isSubmount = false
 }
 
 /// The inode table. Node ids are ours, handed out in order and never reused,

@@ -65,21 +65,36 @@ extension PassthroughFileSystem {
         }
         // Walk up to make sure the parent is still inside the share (the host may have moved things).
         let up = try directory.withPathFD { (fd) throws(Errno) -> Int32 in try Sys.openat(fd, "..", CVFS_O_PATH | O_DIRECTORY) }
-        var cursor = try Sys.dup(up)
+        let inside: Bool
+        do {
+            inside = try isInsideShare(up)
+        } catch {
+            Sys.close(up)
+            throw error
+        }
+        guard inside else {
+            Sys.close(up)
+            throw Errno.noEntry
+        }
+        return try adopt(up)
+    }
+
+    /// True if the directory `fd` is the shared root or below it.
+    func isInsideShare(_ fd: Int32) throws(Errno) -> Bool {
+        var cursor = try Sys.dup(fd)
         defer { Sys.close(cursor) }
-        for _ in 0..<4096 {
+        // Bounded: a path cannot be deeper than PATH_MAX / 2 components.
+        for _ in 0..<(Int(PATH_MAX) / 2) {
             let (st, mount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
-            if InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), mountID: mount) == root.key {
-                return try adopt(up)
-            }
+            if InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), mountID: mount) == root.key { return true }
             let next = try Sys.openat(cursor, "..", CVFS_O_PATH | O_DIRECTORY)
-            let (nst, nmount) = try Sys.statxIdentity(next, "", flags: CVFS_AT_EMPTY_PATH)
             Sys.close(cursor)
             cursor = next
-            if nst.st_ino == st.st_ino && nst.st_dev == st.st_dev && nmount == mount { break } // the host's "/"
+            let (parent, parentMount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
+            // The host's "/" is its own parent.
+            if parent.st_ino == st.st_ino && parent.st_dev == st.st_dev && parentMount == mount { return false }
         }
-        Sys.close(up)
-        throw Errno.noEntry
+        return false
     }
 
     public func forget(_ node: NodeID, count: UInt64) {
@@ -227,14 +242,8 @@ extension PassthroughFileSystem {
         let to = try inode(newParent)
         try from.withPathFD { (ofd) throws(Errno) in
             try to.withPathFD { (nfd) throws(Errno) in
-                if flags & CVFS_RENAME_WHITEOUT != 0 {
-                    // Whiteouts make a character device: the caller's credentials decide, like mknod.
-                    try credentials.run(ctx, supplementaryGroup: nil) { () throws(Errno) in
-                        try Sys.renameat2(ofd, name.cString, nfd, newName.cString, flags: flags)
-                    }
-                } else {
-                    try Sys.renameat2(ofd, name.cString, nfd, newName.cString, flags: flags)
-                }
+                // RENAME_WHITEOUT needs CAP_MKNOD, which the guest kernel already checked in the caller.
+                try Sys.renameat2(ofd, name.cString, nfd, newName.cString, flags: flags)
             }
         }
     }
@@ -287,8 +296,7 @@ extension PassthroughFileSystem {
             try Sys.pwritev(fd, iov, Int64(offset))
         }
         guard let written else { throw Errno.invalidArgument }
-        if killSuidGid && isNegotiated(.handleKillprivV2) { killPrivileges(fd: fd) }
-        else if remappedCapabilityName != nil { killPrivileges(fd: fd) }
+        if killSuidGid && isNegotiated(.handleKillprivV2) { killPrivileges(fd: fd) } else { killRemappedCapability(fd: fd) }
         return written
     }
 

@@ -27,10 +27,25 @@ public final class PassthroughFileSystem: FileSystem {
     let useOpenat2: Bool
     /// Marks threads that have their own working directory (for path-based xattr calls).
     let privateCWDKey: pthread_key_t
+    /// The xattr name rules, if any.
+    let xattrNames: (any XattrNameMapping)?
+    /// The host name `security.capability` is stored under when the rules rename it (NUL-terminated).
+    let remappedCapabilityName: [CChar]?
 
-    public init(configuration: PassthroughConfiguration, logger: Logger) throws(Errno) {
+    public convenience init(configuration: PassthroughConfiguration, logger: Logger) throws(Errno) {
+        try self.init(configuration: configuration, logger: logger, xattrNames: configuration.xattrMap)
+    }
+
+    init(configuration: PassthroughConfiguration, logger: Logger, xattrNames: (any XattrNameMapping)?) throws(Errno) {
         self.configuration = configuration
         self.logger = logger
+        self.xattrNames = xattrNames
+        if let xattrNames,
+           case .rename(let bytes) = Array("security.capability".utf8).withUnsafeBufferPointer({ xattrNames.mapClientName($0) }) {
+            remappedCapabilityName = bytes.map { CChar(bitPattern: $0) } + [0]
+        } else {
+            remappedCapabilityName = nil
+        }
         if let fd = configuration.procSelfFD {
             procSelfFD = fd
         } else {
@@ -114,13 +129,17 @@ public final class PassthroughFileSystem: FileSystem {
     /// Formats `fd` as the decimal name of its /proc/self/fd entry.
     func withProcName<T>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
         var digits: (UInt64, UInt64) = (0, 0) // 16 bytes: enough for any Int32 and a NUL
-        var value = UInt32(bitPattern: fd)
         return try withUnsafeMutableBytes(of: &digits) { (raw) throws(Errno) -> T in
-            var reversed = [UInt8]()
-            reversed.reserveCapacity(10)
-            repeat { reversed.append(UInt8(48 + value % 10)); value /= 10 } while value > 0
-            for (i, d) in reversed.reversed().enumerated() { raw[i] = d }
-            raw[reversed.count] = 0
+            // Count the digits, then fill them from the end; no allocation on this hot path.
+            var length = 1
+            var probe = UInt32(bitPattern: fd) / 10
+            while probe > 0 { length += 1; probe /= 10 }
+            var value = UInt32(bitPattern: fd)
+            for index in stride(from: length - 1, through: 0, by: -1) {
+                raw[index] = UInt8(48 + value % 10)
+                value /= 10
+            }
+            raw[length] = 0
             return try body(raw.baseAddress!.assumingMemoryBound(to: CChar.self))
         }
     }
@@ -161,11 +180,26 @@ public final class PassthroughFileSystem: FileSystem {
     /// Looks up `name` in `parent` and takes one lookup count.
     func lookupChild(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
         let fd = try openChild(parent, name)
-        return try adopt(fd)
+        let (entry, key) = try adoptKeyed(fd)
+        // A directory on another mount than its parent is the root of a submount.
+        if configuration.announceSubmounts && key.mountID != parent.key.mountID && entry.attributes.st_mode & S_IFMT == S_IFDIR {
+            inodes.withLock { table in table.nodes[entry.nodeID]?.isSubmount = true }
+        }
+        return entry
+    }
+
+    /// FUSE_ATTR_* flags for `node`'s attributes: FUSE_ATTR_SUBMOUNT for a submount root
+    /// when `announceSubmounts` is on. (For the dispatcher until `Entry` carries them.)
+    public func attributeFlags(for node: NodeID) -> UInt32 {
+        inodes.withLock { $0.nodes[node]?.isSubmount ?? false } ? UInt32(FUSE_ATTR_SUBMOUNT) : 0
     }
 
     /// Enters an O_PATH descriptor into the table (taking ownership of it) with one lookup.
     func adopt(_ fd: Int32) throws(Errno) -> Entry {
+        try adoptKeyed(fd).0
+    }
+
+    func adoptKeyed(_ fd: Int32) throws(Errno) -> (Entry, InodeKey) {
         let identity: (stat, UInt64)
         do {
             identity = try Sys.statxIdentity(fd, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
@@ -175,9 +209,10 @@ public final class PassthroughFileSystem: FileSystem {
         }
         let attributes = identity.0
         let key = InodeKey(device: UInt64(attributes.st_dev), inode: UInt64(attributes.st_ino), mountID: identity.1)
+        dropIfReused(key, fd: fd)
         if let id = inodes.withLock({ $0.reference(key) }) {
             Sys.close(fd)
-            return makeEntry(id, attributes)
+            return (makeEntry(id, attributes), key)
         }
         let data: InodeData
         do {
@@ -192,7 +227,21 @@ public final class PassthroughFileSystem: FileSystem {
             if let id = table.reference(key) { return id }
             return table.insert(data)
         }
-        return makeEntry(id, attributes)
+        return (makeEntry(id, attributes), key)
+    }
+
+    /// A node held by handle does not pin its inode: once the file is gone its
+    /// inode number can come back as another file. The handle (which carries the
+    /// generation) tells them apart; a mismatch unmaps the old node so a new one is made.
+    func dropIfReused(_ key: InodeKey, fd: Int32) {
+        let existing = inodes.withLock { table -> (NodeID, InodeData)? in
+            guard let id = table.byKey[key], let node = table.nodes[id] else { return nil }
+            return (id, node.data)
+        }
+        guard let (id, data) = existing, data.isHandle, let fresh = try? fileHandle(fd), fresh != data.handle else { return }
+        inodes.withLock { table in
+            if table.byKey[key] == id { table.byKey[key] = nil }
+        }
     }
 
     /// Decides fd or handle for a new inode; consumes `fd` only on success.
@@ -267,7 +316,7 @@ public final class PassthroughFileSystem: FileSystem {
 
     /// The host name for a guest xattr name (after the xattr map), NUL-terminated.
     func hostXattrName<T>(_ name: FileName, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
-        guard let map = configuration.xattrMap else { return try body(name.cString) }
+        guard let map = xattrNames else { return try body(name.cString) }
         switch map.mapClientName(name.bytes) {
         case .pass:
             return try body(name.cString)
@@ -282,15 +331,6 @@ public final class PassthroughFileSystem: FileSystem {
         }
     }
 
-    /// The host name `security.capability` is stored under when the xattr map renames it.
-    var remappedCapabilityName: [CChar]? {
-        guard let map = configuration.xattrMap else { return nil }
-        let name: [UInt8] = Array("security.capability".utf8)
-        let mapping = name.withUnsafeBufferPointer { map.mapClientName($0) }
-        guard case .rename(let bytes) = mapping else { return nil }
-        return bytes.map { CChar(bitPattern: $0) } + [0]
-    }
-
     /// Clears setuid (and setgid when group-executable) as the kernel does when
     /// an unprivileged writer changes a file; drops a remapped file capability too.
     func killPrivileges(fd: Int32) {
@@ -301,17 +341,23 @@ public final class PassthroughFileSystem: FileSystem {
             if st.st_mode & S_IXGRP != 0 { mode &= ~S_ISGID }
             if mode != before { try? Sys.fchmod(fd, mode) }
         }
-        if let name = remappedCapabilityName {
-            name.withUnsafeBufferPointer { b in _ = try? Sys.fremovexattr(fd, b.baseAddress!) }
+        killRemappedCapability(fd: fd)
+    }
+
+    /// The host drops `security.capability` itself on write, truncate and chown;
+    /// under a renamed name it is an ordinary xattr, so we drop it.
+    func killRemappedCapability(fd: Int32) {
+        guard let name = remappedCapabilityName else { return }
+        name.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            _ = try? Sys.fremovexattr(fd, base)
         }
     }
 
     func killRemappedCapability(_ inode: InodeData) {
         guard remappedCapabilityName != nil, inode.isRegular else { return }
         if let fd = try? reopen(inode, flags: O_RDONLY | O_NONBLOCK) {
-            if let name = remappedCapabilityName {
-                name.withUnsafeBufferPointer { b in _ = try? Sys.fremovexattr(fd, b.baseAddress!) }
-            }
+            killRemappedCapability(fd: fd)
             Sys.close(fd)
         }
     }

@@ -6,6 +6,14 @@ import FUSE
 import Posix
 import XattrMap
 
+/// The two questions the backend asks the xattr name rules (`XattrMap` answers them).
+protocol XattrNameMapping: Sendable {
+    func mapClientName(_ name: UnsafeBufferPointer<UInt8>) -> ClientNameMapping
+    func mapServerName(_ name: UnsafeBufferPointer<UInt8>) -> ServerNameMapping
+}
+
+extension XattrMap: XattrNameMapping {}
+
 extension PassthroughFileSystem {
     /// Regular files and directories are opened and use f*xattr; symlinks and
     /// special files cannot be opened safely and go through their /proc/self/fd path.
@@ -67,7 +75,7 @@ extension PassthroughFileSystem {
                 try Sys.listxattr(path, into)
             })
         }
-        guard let map = configuration.xattrMap else { return try list(target) }
+        guard let map = xattrNames else { return try list(target) }
 
         // With a map, read the whole host list, then filter and rename; sizes are of the result.
         var hostList: [UInt8] = []
