@@ -24,9 +24,8 @@ struct Credentials: Sendable {
             return try body()
         }
         let keep = UInt32.max // -1: leave unchanged
-        if let group = supplementaryGroup {
-            try Sys.threadSetgroups([group])
-        }
+        // The daemon's own supplementary groups must not lend the caller their access.
+        try Sys.threadSetgroups(supplementaryGroup.map { [$0] } ?? [])
         do {
             try Sys.threadSetresgid(keep, ctx.gid, keep)
         } catch {
@@ -54,7 +53,6 @@ struct Credentials: Sendable {
     }
 
     private func restoreGroups(_ group: UInt32?) {
-        guard group != nil else { return }
         do { try Sys.threadSetgroups(daemonGroups) } catch { fatalError("cannot restore the daemon groups: \(error)") }
     }
 }

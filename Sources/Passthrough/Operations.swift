@@ -192,8 +192,11 @@ extension PassthroughFileSystem {
         try checkName(name)
         if target.bytes.contains(0) { throw Errno.invalidArgument }
         let directory = try inode(parent)
-        try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
-            try directory.withPathFD { (fd) throws(Errno) in try Sys.symlinkat(target.cString, fd, name.cString) }
+        // The descriptor is made as the daemon (a handle needs CAP_DAC_READ_SEARCH); the call runs as the caller.
+        try directory.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
+                try Sys.symlinkat(target.cString, fd, name.cString)
+            }
         }
         return try finishCreation(directory, name, extras: extras)
     }
@@ -203,8 +206,10 @@ extension PassthroughFileSystem {
         try checkName(name)
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
-        try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
-            try directory.withPathFD { (fd) throws(Errno) in try Sys.mknodat(fd, name.cString, hostMode, dev_t(rdev)) }
+        try directory.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
+                try Sys.mknodat(fd, name.cString, hostMode, dev_t(rdev))
+            }
         }
         return try finishCreation(directory, name, extras: extras)
     }
@@ -214,8 +219,10 @@ extension PassthroughFileSystem {
         try checkName(name)
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
-        try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
-            try directory.withPathFD { (fd) throws(Errno) in try Sys.mkdirat(fd, name.cString, hostMode) }
+        try directory.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
+                try Sys.mkdirat(fd, name.cString, hostMode)
+            }
         }
         return try finishCreation(directory, name, extras: extras)
     }
@@ -331,8 +338,10 @@ extension PassthroughFileSystem {
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
         let hostFlags = hostOpenFlags(flags) | O_CREAT | O_NOFOLLOW | (Int32(bitPattern: flags) & O_EXCL)
-        let fd = try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
-            try directory.withPathFD { (pfd) throws(Errno) -> Int32 in try Sys.openat(pfd, name.cString, hostFlags, hostMode) }
+        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                try Sys.openat(pfd, name.cString, hostFlags, hostMode)
+            }
         }
         return try finishOpenCreation(fd: fd, extras: extras)
     }
@@ -343,8 +352,10 @@ extension PassthroughFileSystem {
         let hostMode = creationMode(mode, parent: directory, extras: extras)
         var hostFlags = hostOpenFlags(flags) | CVFS_O_TMPFILE
         if hostFlags & O_ACCMODE == O_RDONLY { hostFlags |= O_RDWR } // O_TMPFILE needs write access
-        let fd = try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
-            try directory.withPathFD { (pfd) throws(Errno) -> Int32 in try Sys.openat(pfd, ".", hostFlags, hostMode) }
+        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                try Sys.openat(pfd, ".", hostFlags, hostMode)
+            }
         }
         return try finishOpenCreation(fd: fd, extras: extras)
     }
@@ -405,23 +416,14 @@ extension PassthroughFileSystem {
 
     public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) {
         let data = try inode(node)
-        let st = try stat(data)
         let wanted = Int32(bitPattern: mask) & (R_OK | W_OK | X_OK)
         if wanted & W_OK != 0 && configuration.readonly { throw Errno.readOnlyFileSystem }
-        if wanted == 0 { return }
-        let mode = st.st_mode
-        if ctx.uid == 0 {
-            // Root may read and write anything; execute needs some execute bit (or a directory).
-            if wanted & X_OK != 0 && !data.isDirectory && mode & (S_IXUSR | S_IXGRP | S_IXOTH) == 0 {
-                throw Errno.accessDenied
+        // The host kernel decides, with the caller's ids: mode bits, ACLs, read-only mounts.
+        try data.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: nil) { () throws(Errno) in
+                try Sys.faccessat(fd, "", wanted, flags: AT_EACCESS | CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
             }
-            return
         }
-        let bits: mode_t
-        if st.st_uid == ctx.uid { bits = (mode >> 6) & 7 }
-        else if st.st_gid == ctx.gid { bits = (mode >> 3) & 7 }
-        else { bits = mode & 7 }
-        if mode_t(wanted) & ~bits != 0 { throw Errno.accessDenied }
     }
 
     // MARK: - Directories

@@ -62,6 +62,11 @@ extension Sys {
         return try retryingEINTR { Glibc.readlinkat(dirfd, path, base.assumingMemoryBound(to: CChar.self), buffer.count) }
     }
 
+    /// The corresponding C function is `faccessat` (faccessat2 when flags are given).
+    public static func faccessat(_ dirfd: Int32, _ path: UnsafePointer<CChar>, _ mode: Int32, flags: Int32) throws(Errno) {
+        _ = try retryingEINTR { Glibc.faccessat(dirfd, path, mode, flags) }
+    }
+
     /// The corresponding C function is `fchmodat`.
     public static func fchmodat(_ dirfd: Int32, _ path: UnsafePointer<CChar>, _ mode: mode_t, flags: Int32) throws(Errno) {
         _ = try retryingEINTR { Glibc.fchmodat(dirfd, path, mode, flags) }
