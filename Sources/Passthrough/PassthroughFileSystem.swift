@@ -89,6 +89,7 @@ public final class PassthroughFileSystem: FileSystem {
         }
         // The guest's mode arrives with its umask already applied (or applied by us with DONT_MASK).
         Sys.umask(0)
+        logger.debug("passthrough: sharing \(configuration.root), cache \(configuration.cache.rawValue), descriptor budget \(fdBudget), openat2 \(useOpenat2 ? "yes" : "no")")
     }
 
     deinit {
@@ -149,7 +150,7 @@ public final class PassthroughFileSystem: FileSystem {
         // O_PATH descriptors of symlinks and special files are never reopened for I/O.
         if inode.isSymlink { throw Errno.loop }
         guard inode.isRegular || inode.isDirectory else { throw Errno.permissionDenied }
-        let cleaned = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH)
+        let cleaned = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH | (CVFS_O_TMPFILE & ~O_DIRECTORY))
         if inode.isHandle { return try inode.openFromHandle(flags: cleaned) }
         return try withProcName(inode.fd) { (name) throws(Errno) -> Int32 in
             try Sys.openat(procSelfFD, name, cleaned)
@@ -372,7 +373,9 @@ public final class PassthroughFileSystem: FileSystem {
         }
         if !configuration.allowDirectIO { flags &= ~CVFS_O_DIRECT }
         if !configuration.preserveNoatime { flags &= ~CVFS_O_NOATIME }
-        return flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH)
+        // OPEN never creates: O_CREAT, and O_TMPFILE on a directory, would make files as the daemon.
+        let tmpfileBit = CVFS_O_TMPFILE & ~O_DIRECTORY
+        return flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH | tmpfileBit)
     }
 
     func openReplyFlags(directory: Bool) -> OpenReplyFlags {

@@ -262,6 +262,21 @@ final class NodeTests: PassthroughTestCase {
         assertErrno(.accessDenied) { try fs.access(user, node: node, mask: UInt32(W_OK)) }
     }
 
+    func testOpenNeverCreates() throws {
+        mkdir(hostPath("d"), 0o755)
+        let dir = try fs.lookup(root, parent: rootNodeID, name: name("d")).nodeID
+        // O_TMPFILE through OPEN on a directory would make a file as the daemon.
+        if let opened = try? fs.open(root, node: dir, flags: UInt32(CVFS_O_TMPFILE | O_RDWR), killSuidGid: false) {
+            let fd = fs.handles.withLock { $0.files[opened.handle]?.fd } ?? -1
+            var st = stat()
+            XCTAssertEqual(fstat(fd, &st), 0)
+            XCTAssertEqual(st.st_mode & S_IFMT, S_IFDIR, "no unnamed file was made")
+        }
+        let handle = try fs.open(root, node: dir, flags: UInt32(O_RDONLY | O_CREAT), killSuidGid: false).handle
+        let fd = fs.handles.withLock { $0.files[handle]?.fd } ?? -1
+        XCTAssertEqual(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY)
+    }
+
     func testDestroyDropsEverythingButTheRoot() throws {
         writeHostFile("a", "x")
         let node = try fs.lookup(root, parent: rootNodeID, name: name("a")).nodeID
