@@ -7,6 +7,10 @@ import Posix
 import Synchronization
 import XattrMap
 
+/// Marks threads that have their own working directory (for path-based xattr calls).
+/// One key for the process: keys are a limited resource.
+private let privateCWDKey: pthread_key_t? = try? Sys.threadKeyCreate()
+
 /// The `FileSystem` that serves a host directory: every guest node is a host
 /// file held as an O_PATH descriptor (or a file handle), every name is resolved
 /// one component at a time from its parent's descriptor, and files are opened
@@ -25,8 +29,6 @@ public final class PassthroughFileSystem: FileSystem {
     let negotiated = Atomic<UInt64>(0)
     let timeout: Timeout
     let useOpenat2: Bool
-    /// Marks threads that have their own working directory (for path-based xattr calls).
-    let privateCWDKey: pthread_key_t
     /// The xattr name rules, if any.
     let xattrNames: (any XattrNameMapping)?
     /// The host name `security.capability` is stored under when the rules rename it (NUL-terminated).
@@ -46,11 +48,6 @@ public final class PassthroughFileSystem: FileSystem {
         } else {
             remappedCapabilityName = nil
         }
-        if let fd = configuration.procSelfFD {
-            procSelfFD = fd
-        } else {
-            procSelfFD = try Sys.openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY)
-        }
         if let budget = configuration.fdBudget {
             fdBudget = max(0, budget)
         } else {
@@ -60,14 +57,26 @@ public final class PassthroughFileSystem: FileSystem {
             fdBudget = max(0, current - max(64, current / 4))
         }
         timeout = Timeout(configuration.timeout ?? configuration.cache.defaultTimeout)
-        privateCWDKey = try Sys.threadKeyCreate()
+        guard privateCWDKey != nil else { throw Errno.noMemory }
 
-        let rootFD = try Sys.openat(AT_FDCWD, configuration.root, CVFS_O_PATH | O_DIRECTORY)
+        let ownProcSelfFD = configuration.procSelfFD == nil
+        if let given = configuration.procSelfFD {
+            procSelfFD = given
+        } else {
+            procSelfFD = try Sys.openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY)
+        }
+        let rootFD: Int32
         let identity: (stat, UInt64)
-        do {
-            identity = try Sys.statxIdentity(rootFD, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+        do throws(Errno) {
+            rootFD = try Sys.openat(AT_FDCWD, configuration.root, CVFS_O_PATH | O_DIRECTORY)
+            do {
+                identity = try Sys.statxIdentity(rootFD, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+            } catch {
+                Sys.close(rootFD)
+                throw error
+            }
         } catch {
-            Sys.close(rootFD)
+            if ownProcSelfFD { Sys.close(procSelfFD) }
             throw error
         }
         let key = InodeKey(device: UInt64(identity.0.st_dev), inode: UInt64(identity.0.st_ino), mountID: identity.1)
@@ -305,9 +314,10 @@ public final class PassthroughFileSystem: FileSystem {
     /// Runs a path-based call on "/proc/self/fd/N" for symlinks and special files,
     /// which cannot be opened: the thread gets a private working directory once.
     func withProcPath<T>(_ inode: InodeData, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
-        if Sys.threadValue(privateCWDKey) == nil {
+        guard let key = privateCWDKey else { throw Errno.noMemory }
+        if Sys.threadValue(key) == nil {
             try Sys.unshare(CVFS_CLONE_FS)
-            Sys.setThreadValue(privateCWDKey, UnsafeMutableRawPointer(bitPattern: 1))
+            Sys.setThreadValue(key, UnsafeMutableRawPointer(bitPattern: 1))
         }
         try Sys.fchdir(procSelfFD)
         return try inode.withPathFD { (fd) throws(Errno) -> T in

@@ -277,6 +277,38 @@ final class NodeTests: PassthroughTestCase {
         XCTAssertEqual(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY)
     }
 
+    func testBadSharedDirectoryFailsAtStart() {
+        var missing = PassthroughConfiguration(root: directory + "/does-not-exist")
+        missing.fdBudget = 10
+        XCTAssertThrowsError(try PassthroughFileSystem(configuration: missing, logger: .discarding)) {
+            XCTAssertEqual($0 as? Errno, .noEntry)
+        }
+        writeHostFile("file", "x")
+        XCTAssertThrowsError(try PassthroughFileSystem(configuration: PassthroughConfiguration(root: hostPath("file")), logger: .discarding)) {
+            XCTAssertEqual($0 as? Errno, .notDirectory)
+        }
+    }
+
+    func testNoDescriptorsLeakOverASession() throws {
+        func openDescriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+        fs = nil
+        let before = openDescriptors()
+        do {
+            let session = try makeFileSystem { $0.fdBudget = 4 }
+            for i in 0..<10 {
+                let (entry, opened) = try session.create(root, parent: rootNodeID, name: name("l\(i)"), mode: S_IFREG | 0o644,
+                                                         flags: UInt32(O_RDWR), extras: CreateExtras())
+                if i % 2 == 0 {
+                    try session.release(root, node: entry.nodeID, handle: opened.handle, flags: 0, lockOwner: nil, flush: false, flockRelease: false)
+                    session.forget(entry.nodeID, count: 1)
+                }
+            }
+            _ = try session.opendir(root, node: rootNodeID, flags: 0)
+            session.destroy()
+        }
+        XCTAssertEqual(openDescriptors(), before)
+    }
+
     func testDestroyDropsEverythingButTheRoot() throws {
         writeHostFile("a", "x")
         let node = try fs.lookup(root, parent: rootNodeID, name: name("a")).nodeID
