@@ -127,10 +127,11 @@ extension PassthroughFileSystem {
             }
             if let file {
                 try Sys.fchmod(file.fd, mode)
-            } else if data.isHandle {
-                try withIOFD(data, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.fchmod(fd, mode) }
             } else {
-                try withProcName(data.fd) { (name) throws(Errno) in try Sys.fchmodat(procSelfFD, name, mode, flags: 0) }
+                // Through the magic link: reaches the file itself (a symlink is not followed further).
+                try data.withPathFD { (fd) throws(Errno) in
+                    try withProcName(fd) { (name) throws(Errno) in try Sys.fchmodat(procSelfFD, name, mode, flags: 0) }
+                }
             }
         }
         if valid.contains(.uid) || valid.contains(.gid) {
@@ -166,8 +167,6 @@ extension PassthroughFileSystem {
                          time(valid.contains(.mtime), valid.contains(.mtimeNow), attributes.mtime))
             if let file {
                 try Sys.futimens(file.fd, times)
-            } else if data.isHandle && (data.isRegular || data.isDirectory) {
-                try withIOFD(data, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.futimens(fd, times) }
             } else {
                 // The magic link leads to the file itself, symlinks included; it is not followed further.
                 try data.withPathFD { (fd) throws(Errno) in

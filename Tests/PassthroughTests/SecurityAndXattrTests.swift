@@ -185,6 +185,21 @@ final class SecurityAndXattrTests: PassthroughTestCase {
         var chmod = SetAttributes(valid: .mode)
         chmod.mode = 0o600
         XCTAssertEqual(try fs.setattr(root, node: last, chmod).attributes.st_mode & 0o777, 0o600)
+        // Special files and symlinks held by handle too.
+        mkfifo(hostPath("fifo"), 0o644)
+        symlink("nowhere", hostPath("link"))
+        let fifo = try fs.lookup(root, parent: rootNodeID, name: name("fifo")).nodeID
+        let link = try fs.lookup(root, parent: rootNodeID, name: name("link")).nodeID
+        XCTAssertTrue(fs.inodes.withLock { $0.nodes[fifo]?.data.isHandle ?? false })
+        XCTAssertEqual(try fs.setattr(root, node: fifo, chmod).attributes.st_mode & 0o777, 0o600)
+        var times = SetAttributes(valid: .mtime)
+        times.mtime = timespec(tv_sec: 99, tv_nsec: 1)
+        XCTAssertEqual(try fs.setattr(root, node: link, times).attributes.st_mtim.tv_sec, 99)
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let n = try buffer.withUnsafeMutableBytes { try fs.readlink(root, node: link, into: $0) }
+        XCTAssertEqual(String(decoding: buffer[0..<n], as: UTF8.self), "nowhere")
+        try setx(fifo, "trusted.t", "1")
+        XCTAssertEqual(try getx(fifo, "trusted.t"), "1")
     }
 
     func testMandatoryFileHandlesHoldNoDescriptors() throws {
