@@ -509,8 +509,6 @@ extension PassthroughFileSystem {
         return FileLock(start: start, end: end, type: Int32(l.l_type), pid: UInt32(bitPattern: l.l_pid))
     }
 
-    /// How long a blocking lock request may hold a queue thread before the guest gets EINTR (and retries).
-    static let lockWaitLimitNanoseconds = 10_000_000_000
     static let lockPollNanoseconds = 10_000_000
 
     public func setlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, wait: Bool, flock isFlock: Bool) throws(Errno) {
@@ -547,7 +545,7 @@ extension PassthroughFileSystem {
             } catch {
                 guard error == .wouldBlock || error == .accessDenied else { throw error }
                 guard wait else { throw Errno.wouldBlock }
-                guard waited < Self.lockWaitLimitNanoseconds else { throw Errno.interrupted }
+                guard waited < configuration.lockWaitLimitNanoseconds else { throw Errno.interrupted }
                 Sys.sleep(nanoseconds: Self.lockPollNanoseconds)
                 waited += Self.lockPollNanoseconds
             }

@@ -137,6 +137,52 @@ final class DirectoryAndDataTests: PassthroughTestCase {
         assertErrno(.noSys) { try fs.setlk(root, node: n2, handle: h, owner: 1, lock: write, wait: false, flock: true) }
     }
 
+    func testBlockingLockGivesUpWithEINTRAfterTheBound() throws {
+        fs = try makeFileSystem { $0.lockWaitLimitNanoseconds = 200_000_000 }
+        writeHostFile("held", "x")
+        let node = try fs.lookup(root, parent: rootNodeID, name: name("held")).nodeID
+        let a = try fs.open(root, node: node, flags: UInt32(O_RDWR), killSuidGid: false).handle
+        let b = try fs.open(root, node: node, flags: UInt32(O_RDWR), killSuidGid: false).handle
+        let whole = FileLock(start: 0, end: UInt64.max, type: F_WRLCK, pid: 1)
+        try fs.setlk(root, node: node, handle: a, owner: 1, lock: whole, wait: false, flock: false)
+        let started = Date()
+        assertErrno(.interrupted) { try fs.setlk(root, node: node, handle: b, owner: 2, lock: whole, wait: true, flock: false) }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "the queue thread was not held forever")
+        try fs.setlk(root, node: node, handle: a, owner: 1, lock: whole, wait: false, flock: true)
+        assertErrno(.interrupted) { try fs.setlk(root, node: node, handle: b, owner: 2, lock: whole, wait: true, flock: true) }
+    }
+
+    func testConcurrentReadsWritesAndForgetsDoNotTrip() throws {
+        writeHostFile("shared", String(repeating: "s", count: 4096))
+        let fs = self.fs!
+        let ctx = RequestContext()
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            let p = strdup("shared")!
+            defer { free(p) }
+            let n = FileName(cString: p, count: 6)
+            for _ in 0..<100 {
+                guard let e = try? fs.lookup(ctx, parent: rootNodeID, name: n),
+                      let h = try? fs.open(ctx, node: e.nodeID, flags: UInt32(O_RDWR), killSuidGid: false).handle else {
+                    XCTFail("lookup/open failed")
+                    return
+                }
+                var reader = MemoryReader(Array(repeating: UInt8(65 + worker), count: 16))
+                _ = try? fs.write(ctx, node: e.nodeID, handle: h, offset: UInt64(worker * 16), size: 16, flags: 0, killSuidGid: false, from: &reader)
+                var writer = MemoryWriter(capacity: 64)
+                _ = try? fs.read(ctx, node: e.nodeID, handle: h, offset: 0, size: 64, into: &writer)
+                try? fs.release(ctx, node: e.nodeID, handle: h, flags: 0, lockOwner: nil, flush: false, flockRelease: false)
+                fs.forget(e.nodeID, count: 1)
+            }
+        }
+        XCTAssertEqual(fs.inodes.withLock { $0.nodes.count }, 1)
+        XCTAssertEqual(fs.handles.withLock { $0.files.count }, 0)
+        let contents = try String(contentsOfFile: hostPath("shared"), encoding: .utf8)
+        for worker in 0..<8 {
+            let start = contents.index(contents.startIndex, offsetBy: worker * 16)
+            XCTAssertEqual(String(contents[start..<contents.index(start, offsetBy: 16)]), String(repeating: Character(UnicodeScalar(UInt8(65 + worker))), count: 16))
+        }
+    }
+
     func testFlockExcludesOtherHandles() throws {
         writeHostFile("fl", "x")
         let node = try fs.lookup(root, parent: rootNodeID, name: name("fl")).nodeID
