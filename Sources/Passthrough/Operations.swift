@@ -405,10 +405,15 @@ extension PassthroughFileSystem {
         return try Sys.copyFileRange(source.fd, Int64(offsetIn), target.fd, Int64(offsetOut), count, flags: UInt32(flags))
     }
 
+    /// Syncs the shared directory's filesystem and every submount seen below it.
     public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
-        let data = try inode(node)
-        let target = data.isDirectory || data.isRegular ? data : root
-        try withIOFD(target, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.syncfs(fd) }
+        _ = try inode(node)
+        let mounts = inodes.withLock { Array($0.mountFDs.values) }
+        if mounts.isEmpty {
+            try withIOFD(root, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.syncfs(fd) }
+        }
+        // The descriptors live as long as the filesystem object, which the caller holds.
+        for fd in mounts { try Sys.syncfs(fd) }
     }
 
     // MARK: - Access

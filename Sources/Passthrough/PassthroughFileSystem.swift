@@ -192,8 +192,14 @@ public final class PassthroughFileSystem: FileSystem {
         let fd = try openChild(parent, name)
         let (entry, key) = try adoptKeyed(fd)
         // A directory on another mount than its parent is the root of a submount.
-        if configuration.announceSubmounts && key.mountID != parent.key.mountID && entry.attributes.st_mode & S_IFMT == S_IFDIR {
-            inodes.withLock { table in table.nodes[entry.nodeID]?.isSubmount = true }
+        if key.mountID != parent.key.mountID && entry.attributes.st_mode & S_IFMT == S_IFDIR {
+            if configuration.announceSubmounts {
+                inodes.withLock { table in table.nodes[entry.nodeID]?.isSubmount = true }
+            }
+            // Remember the mount: syncfs covers it, and file handles on it can be opened.
+            if let child = try? inode(entry.nodeID) {
+                _ = try? child.withPathFD { (fd) throws(Errno) -> Int32 in try mountDescriptor(for: key.mountID, from: fd, fileType: S_IFDIR) }
+            }
         }
         return entry
     }
