@@ -42,10 +42,15 @@ let package = Package(
             name: "virtiofsd-bench",
             dependencies: ["CVirtioFS", "Posix", "VhostUserFrontend"],
             path: "Benchmarks/LoadDriver"),
+        // Test support, not shipped: enters the sandbox in a fresh single-threaded
+        // process so SandboxTests can inspect it from outside.
+        .executableTarget(name: "sandbox-probe", dependencies: ["Sandbox", "Posix"],
+                          path: "Tests/SandboxProbe"),
 
         .testTarget(name: "PosixTests", dependencies: ["Posix"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVirtioFS", "Posix"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CVirtioFS", "Posix"]),
+        .testTarget(name: "HostFUSETests", dependencies: ["HostFUSE", "FUSE", "CVirtioFS", "Posix"]),
         .testTarget(name: "XattrMapTests", dependencies: ["XattrMap"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Posix"]),

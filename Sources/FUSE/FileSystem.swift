@@ -74,6 +74,9 @@ public struct Entry: Sendable {
     public var attributes: stat
     public var attributesTimeout: Timeout
     public var entryTimeout: Timeout
+    /// FUSE_ATTR_* bits for the kernel, e.g. FUSE_ATTR_SUBMOUNT for a mount point
+    /// inside the shared tree when submounts were negotiated.
+    public var attributeFlags: UInt32 = 0
     public init(nodeID: NodeID, generation: UInt64 = 0, attributes: stat, attributesTimeout: Timeout, entryTimeout: Timeout) {
         self.nodeID = nodeID; self.generation = generation; self.attributes = attributes
         self.attributesTimeout = attributesTimeout; self.entryTimeout = entryTimeout
@@ -231,6 +234,9 @@ public protocol FileSystem: Sendable {
     func destroy()
 
     /// LOOKUP: resolve `name` in directory `parent`; +1 lookup count.
+    /// `name` is never empty and never holds '/', but may be "." or "..": the
+    /// kernel asks for them to find an inode's parent when the share is exported
+    /// (EXPORT_SUPPORT). Answer them from the inode table, or refuse them.
     func lookup(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) -> Entry
     /// FORGET / BATCH_FORGET: subtract `count` lookups. Never replied to.
     func forget(_ node: NodeID, count: UInt64)

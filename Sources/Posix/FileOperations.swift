@@ -153,11 +153,6 @@ extension Sys {
         _ = try retryingEINTR { Glibc.fchdir(fd) }
     }
 
-    /// The corresponding C function is `unshare`.
-    public static func unshare(_ flags: Int32) throws(Errno) {
-        _ = try checked(cvfs_unshare(flags))
-    }
-
     /// The corresponding C function is `umask`.
     @discardableResult
     public static func umask(_ mask: mode_t) -> mode_t { Glibc.umask(mask) }
@@ -165,13 +160,6 @@ extension Sys {
     /// The corresponding C function is `dup`.
     public static func dup(_ fd: Int32) throws(Errno) -> Int32 {
         try retryingEINTR { cvfs_fcntl_int(fd, F_DUPFD_CLOEXEC, 0) }
-    }
-
-    /// The corresponding C function is `getrlimit`.
-    public static func getrlimit(_ resource: Int32) throws(Errno) -> rlimit {
-        var limit = rlimit()
-        _ = try checked(Glibc.getrlimit(__rlimit_resource_t(UInt32(resource)), &limit))
-        return limit
     }
 
     /// The corresponding C function is `getgroups`.

@@ -57,7 +57,7 @@ public final class Logger: Sendable {
         if destination == .syslog {
             // openlog keeps the ident pointer; this string lives for the process.
             let ident = strdup(label)
-            openlog(ident, LOG_PID, LOG_DAEMON)
+            openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON)
         }
     }
 

@@ -1,1 +1,296 @@
-// The Sandbox module.
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import Posix
+import Synchronization
+
+/// Isolation of the serving process. `main` calls, in order and before any thread
+/// exists: `raiseFileLimit`, `enter`, `dropCapabilities`, `installSeccomp`.
+public enum Sandbox {
+    /// The default open-file limit is the system maximum, but never more than this.
+    public static let defaultFileLimitCap: UInt64 = 1_000_000
+
+    /// Enters the configured mode and returns what the serving process needs.
+    ///
+    /// namespace: unshares mount, pid and net namespaces (and a user namespace when not
+    /// root or when id maps are given), then forks; the parent only waits, forwards
+    /// SIGTERM/SIGINT, and exits with the child's status, so this returns only in the
+    /// child, which is PID 1 of the new pid namespace and sees the shared directory as "/".
+    /// chroot: opens /proc/self/fd, then chroot(2) into the share. none: nothing.
+    public static func enter(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) -> SandboxResult {
+        try checkSharedDirectory(c.sharedDirectory)
+        switch c.mode {
+        case .none:
+            logger.warning("sandbox disabled (--sandbox=none): the daemon can reach the whole host file system")
+            return SandboxResult(root: c.sharedDirectory, procSelfFD: try? openProcSelfFD())
+        case .chroot:
+            return try enterChroot(c, logger: logger)
+        case .namespace:
+            return try enterNamespaces(c, logger: logger)
+        }
+    }
+
+    static func checkSharedDirectory(_ path: String) throws(SandboxError) {
+        guard path.hasPrefix("/") else { throw .sharedDirectoryNotAbsolute(path) }
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw .sharedDirectory(path, Errno.current) }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw .sharedDirectoryNotADirectory(path) }
+    }
+
+    static func openProcSelfFD() throws(SandboxError) -> Int32 {
+        do {
+            return try Sys.openat(AT_FDCWD, "/proc/self/fd", CVFS_O_PATH | O_DIRECTORY)
+        } catch {
+            throw .openProcSelfFD(error)
+        }
+    }
+
+    static func enterChroot(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) -> SandboxResult {
+        guard geteuid() == 0 else { throw .chrootNeedsRoot }
+        // /proc is out of view after chroot: keep a handle on it first.
+        let procFD = try openProcSelfFD()
+        do { try Sys.chroot(c.sharedDirectory) } catch {
+            Sys.close(procFD)
+            throw .chroot(c.sharedDirectory, error)
+        }
+        do { try Sys.chdir("/") } catch {
+            Sys.close(procFD)
+            throw .chdir("/", error)
+        }
+        logger.info("sandbox: chroot into \(c.sharedDirectory)")
+        return SandboxResult(root: "/", procSelfFD: procFD)
+    }
+
+    static func enterNamespaces(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) -> SandboxResult {
+        let uid = geteuid()
+        let gid = getegid()
+        let userNamespace = uid != 0 || c.uidMap != nil || c.gidMap != nil
+        var flags = CVFS_CLONE_NEWNS | CVFS_CLONE_NEWPID | CVFS_CLONE_NEWNET
+        if userNamespace { flags |= CVFS_CLONE_NEWUSER }
+        if !userNamespace {
+            do { try Sys.unshare(flags) } catch { throw .unshare(error) }
+        } else {
+            let uidMap = c.uidMap ?? IDMap(inside: uid, outside: uid, count: 1)
+            let gidMap = c.gidMap ?? IDMap(inside: gid, outside: gid, count: 1)
+            if uid == 0 {
+                try unshareWithMapsWrittenFromOutside(flags, uidMap: uidMap, gidMap: gidMap)
+            } else {
+                do { try Sys.unshare(flags) } catch { throw .unshare(error) }
+                // Unprivileged, the kernel accepts only our own id mapped, written by
+                // ourselves, and a gid_map only after setgroups is denied.
+                try writeProcFile("/proc/self/setgroups", "deny\n")
+                try writeProcFile("/proc/self/uid_map", uidMap.mapFileLine)
+                try writeProcFile("/proc/self/gid_map", gidMap.mapFileLine)
+            }
+        }
+
+        let pid: pid_t
+        do { pid = try Sys.fork() } catch { throw .fork(error) }
+        if pid > 0 { waitForChildAndExit(pid) }
+
+        // The serving process, PID 1 of the new pid namespace. The kernel delivers to a
+        // namespace's init only the signals it has a handler for, so SIGTERM/SIGINT/SIGHUP
+        // (forwarded by the parent, or the parent-death signal) would be ignored without
+        // one. These end the process; the daemon may replace them for a graceful stop.
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { sig in _exit(128 + sig) }
+            sigemptyset(&action.sa_mask)
+            _ = sigaction(sig, &action, nil)
+        }
+        // If the waiting parent is killed, do not live on unsupervised.
+        _ = try? Sys.prctl(CVFS_PR_SET_PDEATHSIG, UInt(SIGTERM))
+
+        // Mounts made below must not propagate back to the host; host mounts may still
+        // propagate in (slave), e.g. media mounted later under the share.
+        do { try Sys.mount(source: nil, target: "/", type: nil, flags: CVFS_MS_REC | CVFS_MS_SLAVE) } catch {
+            throw .mountPrivate(error)
+        }
+        // A /proc for this pid namespace, so /proc/self is this process.
+        do {
+            try Sys.mount(source: "proc", target: "/proc", type: "proc",
+                          flags: CVFS_MS_NOSUID | CVFS_MS_NODEV | CVFS_MS_NOEXEC | CVFS_MS_RELATIME)
+        } catch { throw .mountProc(error) }
+        let procFD = try openProcSelfFD()
+
+        let share = c.sharedDirectory
+        do throws(SandboxError) {
+            // pivot_root needs the new root to be a mount point.
+            do { try Sys.mount(source: share, target: share, type: nil, flags: CVFS_MS_BIND | CVFS_MS_REC) } catch {
+                throw SandboxError.bindMount(share, error)
+            }
+            do { try Sys.chdir(share) } catch { throw SandboxError.chdir(share, error) }
+            // pivot_root(".", ".") stacks the old root on top of the new one; detaching
+            // "." then removes the old root from view without needing a directory for it.
+            do { try Sys.pivotRoot(newRoot: ".", putOld: ".") } catch { throw SandboxError.pivotRoot(share, error) }
+            do { try Sys.umount2(".", flags: CVFS_MNT_DETACH) } catch { throw SandboxError.unmountOldRoot(error) }
+            do { try Sys.chdir("/") } catch { throw SandboxError.chdir("/", error) }
+        } catch {
+            Sys.close(procFD)
+            throw error
+        }
+        logger.info("sandbox: namespaces entered, \(share) is now /")
+        return SandboxResult(root: "/", procSelfFD: procFD)
+    }
+
+    /// Root with explicit maps: a process inside the new user namespace may only map its
+    /// own id, so a helper forked beforehand, still outside with CAP_SETUID/CAP_SETGID,
+    /// writes our maps (any ranges the host allows; setgroups stays usable).
+    static func unshareWithMapsWrittenFromOutside(_ flags: Int32, uidMap: IDMap, gidMap: IDMap) throws(SandboxError) {
+        let target = getpid()
+        let go: (read: Int32, write: Int32)
+        do { go = try Sys.pipe() } catch { throw .fork(error) }
+        let helper: pid_t
+        do { helper = try Sys.fork() } catch {
+            Sys.close(go.read); Sys.close(go.write)
+            throw .fork(error)
+        }
+        if helper == 0 {
+            Sys.close(go.write)
+            var byte: UInt8 = 0
+            let got = withUnsafeMutableBytes(of: &byte) { (try? Sys.read(go.read, $0)) ?? 0 }
+            // EOF instead of a byte: the parent gave up; write nothing.
+            guard got == 1 else { _exit(0) }
+            for (file, map) in [("uid_map", uidMap), ("gid_map", gidMap)] {
+                do { try writeProcFile("/proc/\(target)/\(file)", map.mapFileLine) } catch {
+                    if case .writeIDMap(_, let e) = error { _exit(e.rawValue & 0xff) }
+                    _exit(Errno.ioError.rawValue)
+                }
+            }
+            _exit(0)
+        }
+        Sys.close(go.read)
+        do { try Sys.unshare(flags) } catch {
+            Sys.close(go.write)
+            _ = try? Sys.waitpid(helper)
+            throw .unshare(error)
+        }
+        let byte: UInt8 = 1
+        _ = withUnsafeBytes(of: byte) { try? Sys.write(go.write, $0) }
+        Sys.close(go.write)
+        let status: Int32
+        do { status = try Sys.waitpid(helper).status } catch { throw .fork(error) }
+        // The helper exits with the errno of a failed write.
+        if status != 0 {
+            let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : Errno.ioError.rawValue
+            throw .writeIDMap("/proc/\(target)/uid_map or gid_map", Errno(code))
+        }
+    }
+
+    static func writeProcFile(_ path: String, _ text: String) throws(SandboxError) {
+        do throws(Errno) {
+            let fd = try Sys.openat(AT_FDCWD, path, O_WRONLY)
+            defer { Sys.close(fd) }
+            let bytes = Array(text.utf8)
+            // withUnsafeBytes rethrows untyped errors; carry the Errno out by hand.
+            let failure = bytes.withUnsafeBytes { buffer -> Errno? in
+                do throws(Errno) { try Sys.writeAll(fd, buffer); return nil } catch { return error }
+            }
+            if let failure { throw failure }
+        } catch {
+            throw .writeIDMap(path, error)
+        }
+    }
+
+    /// The parent side of namespace mode: wait for the serving child, forward the
+    /// termination signals, and leave with the child's status.
+    static func waitForChildAndExit(_ child: pid_t) -> Never {
+        forwardedSignalTarget.store(child, ordering: .relaxed)
+        // Waiting and signalling our own child need no privilege: give it all up.
+        dropAllCapabilities()
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { sig in
+                _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig)
+            }
+            sigemptyset(&action.sa_mask)
+            _ = sigaction(sig, &action, nil)
+        }
+        while true {
+            let status: Int32
+            do {
+                status = try Sys.waitpid(child).status
+            } catch {
+                // ECHILD cannot happen for our own child; leave rather than spin.
+                _exit(1)
+            }
+            let termSignal = status & 0x7f
+            if termSignal == 0 {
+                _exit((status >> 8) & 0xff)
+            }
+            if termSignal != 0x7f {
+                // Die the same way, so supervisors see the real cause.
+                signal(termSignal, SIG_DFL)
+                var unblock = sigset_t()
+                sigemptyset(&unblock)
+                sigaddset(&unblock, termSignal)
+                sigprocmask(SIG_UNBLOCK, &unblock, nil)
+                raise(termSignal)
+                _exit(128 + termSignal)
+            }
+        }
+    }
+
+    /// Raises RLIMIT_NOFILE: to `rlimitNofile`, or to the system maximum (fs.nr_open,
+    /// capped at `defaultFileLimitCap`). Without CAP_SYS_RESOURCE the hard limit stops
+    /// us: the default then settles for the hard limit with a warning, while an explicit
+    /// value above it is an error. Returns the soft limit now in force.
+    public static func raiseFileLimit(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) -> UInt64 {
+        let current: rlimit
+        do { current = try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue)) } catch { throw .readFileLimit(error) }
+        let soft = UInt64(current.rlim_cur)
+        let hard = UInt64(current.rlim_max)
+        let target: UInt64
+        if let requested = c.rlimitNofile {
+            target = requested
+        } else {
+            target = min(readSystemFileMax() ?? defaultFileLimitCap, defaultFileLimitCap)
+            if soft >= target {
+                logger.debug("open-file limit already \(soft)")
+                return soft
+            }
+        }
+        do {
+            try Sys.setrlimit(Int32(RLIMIT_NOFILE.rawValue),
+                              rlimit(rlim_cur: rlim_t(target), rlim_max: rlim_t(max(target, hard))))
+            logger.info("open-file limit set to \(target)")
+            return target
+        } catch {
+            if c.rlimitNofile != nil { throw .raiseFileLimit(requested: target, hardLimit: hard, error) }
+            if soft < hard {
+                do {
+                    try Sys.setrlimit(Int32(RLIMIT_NOFILE.rawValue), rlimit(rlim_cur: rlim_t(hard), rlim_max: rlim_t(hard)))
+                } catch let second {
+                    throw .raiseFileLimit(requested: hard, hardLimit: hard, second)
+                }
+            }
+            let obtained = max(soft, hard)
+            logger.warning("open-file limit raised only to \(obtained), not \(target): \(error) "
+                           + "(the hard limit needs CAP_SYS_RESOURCE to go higher); large trees may run out of descriptors")
+            return obtained
+        }
+    }
+
+    /// fs.nr_open, the most any process may have open; nil when unreadable.
+    static func readSystemFileMax() -> UInt64? {
+        guard let fd = try? Sys.openat(AT_FDCWD, "/proc/sys/fs/nr_open", O_RDONLY) else { return nil }
+        defer { Sys.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let n = buffer.withUnsafeMutableBytes { b in (try? Sys.read(fd, b)) ?? 0 }
+        var value: UInt64 = 0
+        var digits = 0
+        for byte in buffer.prefix(n) {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
+            let (times, o1) = value.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+            if o1 || o2 { return nil }
+            value = sum
+            digits += 1
+        }
+        return digits > 0 ? value : nil
+    }
+}
+
+/// The child the namespace parent forwards signals to (read by the signal handler).
+private let forwardedSignalTarget = Atomic<pid_t>(0)

@@ -1,0 +1,66 @@
+/// A command line the daemon refuses: one line naming the option and what is wrong with it.
+/// The daemon prints `description` on stderr and exits with status 1.
+public struct OptionError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The option as the user spelled it (`--cache`, `-o cache`).
+    public var option: String
+    /// The whole one-line message.
+    public var message: String
+
+    public init(option: String, message: String) {
+        self.option = option
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    static func unknownOption(_ spelling: String) -> OptionError {
+        OptionError(option: spelling, message: "unknown option '\(spelling)'")
+    }
+
+    static func missingValue(_ spelling: String) -> OptionError {
+        OptionError(option: spelling, message: "option '\(spelling)' needs a value")
+    }
+
+    static func unexpectedValue(_ spelling: String) -> OptionError {
+        OptionError(option: spelling, message: "option '\(spelling)' does not take a value")
+    }
+
+    static func invalidValue(_ spelling: String, _ value: String, expected: String) -> OptionError {
+        OptionError(option: spelling, message: "invalid value '\(value)' for '\(spelling)': \(expected)")
+    }
+
+    static func conflict(_ first: String, _ second: String) -> OptionError {
+        OptionError(option: first, message: "options '\(first)' and '\(second)' cannot be used together")
+    }
+
+    static let missingEndpoint = OptionError(
+        option: "--socket-path",
+        message: "no vhost-user socket: give '--socket-path=PATH' or '--fd=N' (or '--fuse-mount=MOUNTPOINT')")
+
+    static let missingSharedDir = OptionError(
+        option: "--shared-dir",
+        message: "no shared directory: give '--shared-dir=DIR' or '-o source=DIR'")
+
+    /// For the daemon: an option the parser accepted but the daemon cannot honour yet.
+    /// `name` is an entry of `DaemonOptions.notYetSupported`.
+    public static func notSupportedYet(_ name: String) -> OptionError {
+        OptionError(option: "--\(name)", message: "option '--\(name)' is not supported yet")
+    }
+}
+
+/// Checks that need the host, given as a closure so the parser stays pure:
+/// the daemon passes a real `stat`, tests pass a fake. Returns nil when all is well.
+public func validateEnvironment(_ o: DaemonOptions, directoryExists: (String) -> Bool) -> OptionError? {
+    if let dir = o.sharedDir, !directoryExists(dir) {
+        return OptionError(option: "--shared-dir",
+                           message: "shared directory '\(dir)' does not exist or is not a directory")
+    }
+    if let mountpoint = o.fuseMount, !directoryExists(mountpoint) {
+        return OptionError(option: "--fuse-mount",
+                           message: "mount point '\(mountpoint)' does not exist or is not a directory")
+    }
+    if let name = o.notYetSupportedInUse.first {
+        return .notSupportedYet(name)
+    }
+    return nil
+}

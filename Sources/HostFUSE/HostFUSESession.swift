@@ -1,0 +1,228 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFuse3
+import CVirtioFS
+import FUSE
+import Posix
+
+/// Serves a `Server` through a host FUSE mount: the kernel's /dev/fuse instead of
+/// a virtqueue. libfuse is used for the mount and unmount only; requests are
+/// read and answered here, so the dispatcher sees exactly what a guest would send.
+///
+/// Mount options: fs name "virtiofsd"; no `allow_other` (only the mounting user,
+/// root in tests, may enter the mount) and no `default_permissions` (permission
+/// checks are the filesystem's, as they are for a guest).
+public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
+    // Safety of @unchecked Sendable: `session` and the descriptors are set in init
+    // and only torn down by `run` (once, on the calling thread) or deinit.
+    public let mountpoint: String
+    private let server: Server<FS>
+    private let logger: Logger
+    private let session: OpaquePointer
+    private var channels: [Int32]
+    private var mounted = true
+
+    /// Mounts `mountpoint` and opens one /dev/fuse channel per thread.
+    public init(mountpoint: String, server: Server<FS>, threads: Int, logger: Logger) throws(Errno) {
+        self.mountpoint = mountpoint
+        self.server = server
+        self.logger = logger
+
+        let arguments = ["virtiofsd", "-o", "fsname=virtiofsd"]
+        let cArguments = arguments.map { strdup($0) }
+        defer { cArguments.forEach { free($0) } }
+        var argv = cArguments
+        var ops = fuse_lowlevel_ops()
+        let created: OpaquePointer? = argv.withUnsafeMutableBufferPointer { vector in
+            var args = fuse_args(argc: Int32(vector.count), argv: vector.baseAddress, allocated: 0)
+            let se = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, nil)
+            fuse_opt_free_args(&args)
+            return se
+        }
+        guard let created else {
+            logger.error("fuse_session_new failed")
+            throw .invalidArgument
+        }
+        session = created
+        let mountResult = mountpoint.withCString { fuse_session_mount(created, $0) }
+        guard mountResult == 0 else {
+            fuse_session_destroy(created)
+            logger.error("mounting \(mountpoint) failed")
+            throw .ioError
+        }
+        let sessionFD = fuse_session_fd(created)
+
+        // Each thread reads its own clone of the channel, so a slow request on one
+        // never holds up replies written on another.
+        var opened: [Int32] = []
+        do throws(Errno) {
+            for _ in 0..<max(threads, 1) {
+                let fd = try Sys.openat(AT_FDCWD, "/dev/fuse", O_RDWR)
+                opened.append(fd)
+                try Sys.fuseDeviceClone(fd, sessionFD: sessionFD)
+            }
+        } catch {
+            opened.forEach { Sys.close($0) }
+            fuse_session_unmount(created)
+            fuse_session_destroy(created)
+            logger.error("cloning /dev/fuse failed: \(error)")
+            throw error
+        }
+        channels = opened
+    }
+
+    deinit {
+        unmount()
+        channels.forEach { Sys.close($0) }
+        fuse_session_destroy(session)
+    }
+
+    private func unmount() {
+        guard mounted else { return }
+        mounted = false
+        // Lazy unmount; once the last user of the mount is gone the kernel aborts
+        // the connection and every blocked read returns ENODEV.
+        fuse_session_unmount(session)
+    }
+
+    private func waitForShutdown(_ shutdownFD: Int32, _ exited: Int32) {
+        var fds = [pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: exited, events: Int16(POLLIN), revents: 0)]
+        while true {
+            do {
+                _ = try fds.withUnsafeMutableBufferPointer { (p) throws(Errno) -> Int in
+                    try Sys.pollDescriptors(p, timeout: -1)
+                }
+            } catch {
+                logger.error("poll on the shutdown descriptor failed (\(error)); stopping")
+                return
+            }
+            if fds[0].revents != 0 {
+                logger.info("shutting down: unmounting \(mountpoint)")
+                return
+            }
+            if fds[1].revents != 0 {
+                logger.info("\(mountpoint) was unmounted")
+                return
+            }
+        }
+    }
+
+    /// Serves requests on one thread per channel until `shutdownFD` becomes
+    /// readable or the mount goes away (e.g. `umount` from outside), then
+    /// unmounts and returns once every thread has stopped.
+    public func run(shutdownFD: Int32) {
+        let exited: Int32
+        do {
+            exited = try Sys.eventfd()
+        } catch {
+            logger.error("eventfd: \(error)")
+            unmount()
+            return
+        }
+        defer { Sys.close(exited) }
+
+        var threads: [pthread_t] = []
+        for fd in channels {
+            let worker = ChannelWorker(server: server, fd: fd, exited: exited, logger: logger)
+            switch spawnThread({ worker.serve() }) {
+            case .success(let thread): threads.append(thread)
+            case .failure(let error): logger.error("pthread_create: \(error)")
+            }
+        }
+        if !threads.isEmpty {
+            waitForShutdown(shutdownFD, exited)
+        }
+        unmount()
+        for thread in threads {
+            pthread_join(thread, nil)
+        }
+    }
+}
+
+/// One thread's loop: read a request, dispatch it, write the reply.
+/// The buffers are reused for every request.
+private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
+    // Owned by exactly one thread once `serve` starts.
+    let server: Server<FS>
+    let fd: Int32
+    let exited: Int32
+    let logger: Logger
+
+    init(server: Server<FS>, fd: Int32, exited: Int32, logger: Logger) {
+        self.server = server
+        self.fd = fd
+        self.exited = exited
+        self.logger = logger
+    }
+
+    func serve() {
+        // The kernel fails a request that does not fit the read buffer: room for
+        // max_write plus the header and WRITE's op struct.
+        let request = UnsafeMutableRawBufferPointer.allocate(byteCount: server.options.maxWrite + 4096, alignment: 8)
+        // And room for the largest READ reply.
+        let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: server.options.maxRead + 4096, alignment: 8)
+        defer {
+            request.deallocate()
+            reply.deallocate()
+            try? Sys.eventfdSignal(exited)
+        }
+        while true {
+            let n: Int
+            do {
+                n = try Sys.read(fd, request)
+            } catch {
+                switch error.rawValue {
+                case ENOENT, EAGAIN:
+                    continue // the request was interrupted before we got it
+                case ENODEV:
+                    return // unmounted
+                default:
+                    logger.error("reading /dev/fuse: \(error)")
+                    return
+                }
+            }
+            var reader = MemoryReader(UnsafeRawBufferPointer(rebasing: request[0..<n]))
+            var writer = MemoryWriter(reply)
+            let length = server.handle(&reader, &writer)
+            guard length > 0 else { continue }
+            do {
+                _ = try Sys.write(fd, UnsafeRawBufferPointer(rebasing: reply[0..<length]))
+            } catch {
+                switch error.rawValue {
+                case ENOENT:
+                    continue // interrupted meanwhile; the kernel no longer wants it
+                case ENODEV:
+                    return
+                default:
+                    logger.error("writing a reply to /dev/fuse: \(error)")
+                }
+            }
+        }
+    }
+}
+
+/// What a new thread runs. Not generic: a C thread entry point cannot refer to
+/// the session's generic parameter.
+private final class ThreadBody: @unchecked Sendable {
+    // Handed from the creating thread to the new one through pthread_create, then owned by it.
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+/// Starts a joinable thread running `body`.
+private func spawnThread(_ body: @escaping () -> Void) -> Result<pthread_t, Errno> {
+    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { raw in
+        guard let raw else { return nil }
+        Unmanaged<ThreadBody>.fromOpaque(raw).takeRetainedValue().body()
+        return nil
+    }, context)
+    guard rc == 0 else {
+        Unmanaged<ThreadBody>.fromOpaque(context).release()
+        return .failure(Errno(rc))
+    }
+    return .success(thread)
+}

@@ -1,0 +1,224 @@
+import Foundation
+import XCTest
+@testable import DaemonConfig
+
+final class OptionErrorTests: XCTestCase {
+    /// (arguments, the exact one-line message).
+    let cases: [([String], String)] = [
+        (base + ["--bogus"], "unknown option '--bogus'"),
+        (base + ["--bogus=1"], "unknown option '--bogus'"),
+        (base + ["-x"], "unknown option '-x'"),
+        (base + ["--"], "unknown option '--'"),
+        (base + ["stray"], "unexpected argument 'stray'"),
+        (base + ["-o", "bogus"], "unknown option '-o bogus'"),
+        (base + ["-o", "xattr,bogus=1"], "unknown option '-o bogus'"),
+        (base + ["-o", "allow_root"], "unknown option '-o allow_root'"),
+        (base + ["--shared-dir"], "option '--shared-dir' needs a value"),
+        (base + ["--shared-dir="], "option '--shared-dir' needs a value"),
+        (base + ["--cache", "--xattr"], "option '--cache' needs a value"),
+        (base + ["-o"], "option '-o' needs a value"),
+        (base + ["-o", "-d"], "option '-o' needs a value"),
+        (base + ["-o", ","], "option '-o' needs a value"),
+        (base + ["-o", "source"], "option '-o source' needs a value"),
+        (base + ["-o", "source="], "option '-o source' needs a value"),
+        (base + ["--xattr=yes"], "option '--xattr' does not take a value"),
+        (base + ["--print-capabilities=1"], "option '--print-capabilities' does not take a value"),
+        (base + ["-o", "xattr=1"], "option '-o xattr' does not take a value"),
+        (base + ["--cache=fast"],
+         "invalid value 'fast' for '--cache': expected one of auto, always, metadata, never, none"),
+        (base + ["-o", "cache=fast"],
+         "invalid value 'fast' for '-o cache': expected one of auto, always, metadata, never, none"),
+        (base + ["--sandbox=jail"],
+         "invalid value 'jail' for '--sandbox': expected one of namespace, chroot, none"),
+        (base + ["--seccomp=allow"],
+         "invalid value 'allow' for '--seccomp': expected one of none, kill, log, trap"),
+        (base + ["--log-level=loud"],
+         "invalid value 'loud' for '--log-level': expected one of off, err, error, warn, info, debug, trace"),
+        (base + ["-o", "log_level=loud"],
+         "invalid value 'loud' for '-o log_level': expected one of off, err, error, warn, info, debug, trace"),
+        (base + ["--inode-file-handles=always"],
+         "invalid value 'always' for '--inode-file-handles': expected one of never, prefer, fallback, mandatory"),
+        (["--fd=three", "--shared-dir=/srv"],
+         "invalid value 'three' for '--fd': expected a file descriptor number"),
+        (["--fd", "3x", "--shared-dir=/srv"],
+         "invalid value '3x' for '--fd': expected a file descriptor number"),
+        (["--fd=2147483648", "--shared-dir=/srv"],
+         "invalid value '2147483648' for '--fd': expected a file descriptor number"),
+        (["--fd=-1", "--shared-dir=/srv"],
+         "invalid value '-1' for '--fd': expected a file descriptor number"),
+        (base + ["--thread-pool-size=1025"],
+         "invalid value '1025' for '--thread-pool-size': expected a number from 0 to 1024"),
+        (base + ["--thread-pool-size=+4"],
+         "invalid value '+4' for '--thread-pool-size': expected a number from 0 to 1024"),
+        (base + ["--num-request-queues=0"],
+         "invalid value '0' for '--num-request-queues': expected a number from 1 to 16"),
+        (base + ["--num-request-queues=17"],
+         "invalid value '17' for '--num-request-queues': expected a number from 1 to 16"),
+        (base + ["--rlimit-nofile=99999999999999999999"],
+         "invalid value '99999999999999999999' for '--rlimit-nofile': expected a whole number"),
+        (base + ["-o", "timeout=-1"],
+         "invalid value '-1' for '-o timeout': expected a number of seconds, 0 or more"),
+        (base + ["-o", "timeout=nan"],
+         "invalid value 'nan' for '-o timeout': expected a number of seconds, 0 or more"),
+        (base + ["-o", "timeout=1e3"],
+         "invalid value '1e3' for '-o timeout': expected a number of seconds, 0 or more"),
+        (base + ["-o", "timeout=1.2.3"],
+         "invalid value '1.2.3' for '-o timeout': expected a number of seconds, 0 or more"),
+        (base + ["--modcaps=sys_admin"],
+         "invalid value 'sys_admin' for '--modcaps': expected a colon-separated list of +name or -name, e.g. +sys_admin:-chown"),
+        (base + ["-o", "modcaps=+sys_admin::-chown"],
+         "invalid value '+sys_admin::-chown' for '-o modcaps': expected a colon-separated list of +name or -name, e.g. +sys_admin:-chown"),
+        (base + ["--modcaps=+"],
+         "invalid value '+' for '--modcaps': expected a colon-separated list of +name or -name, e.g. +sys_admin:-chown"),
+        (base + ["--uid-map=0:1000:1"],
+         "invalid value '0:1000:1' for '--uid-map': expected :inside:outside:count:"),
+        (base + ["--gid-map=:0:1000:0:"],
+         "invalid value ':0:1000:0:' for '--gid-map': expected :inside:outside:count:"),
+        (base + ["--uid-map=:4294967295:0:2:"],
+         "invalid value ':4294967295:0:2:' for '--uid-map': expected :inside:outside:count:"),
+        (base + ["--tag=0123456789012345678901234567890123456"],
+         "invalid value '0123456789012345678901234567890123456' for '--tag': a tag is at most 36 bytes"),
+        (["--shared-dir=/srv", "--fd=3", "--socket-path=/s"],
+         "options '--fd' and '--socket-path' cannot be used together"),
+        (["--shared-dir=/srv", "--fd=3", "--fuse-mount=/mnt"],
+         "options '--fuse-mount' and '--fd' cannot be used together"),
+        (["--shared-dir=/srv", "--socket-path=/s", "--fuse-mount=/mnt"],
+         "options '--fuse-mount' and '--socket-path' cannot be used together"),
+        (["--shared-dir=/srv", "--fd=3", "--socket-group=kvm"],
+         "options '--socket-group' and '--fd' cannot be used together"),
+        (["--shared-dir=/srv"],
+         "no vhost-user socket: give '--socket-path=PATH' or '--fd=N' (or '--fuse-mount=MOUNTPOINT')"),
+        ([],
+         "no vhost-user socket: give '--socket-path=PATH' or '--fd=N' (or '--fuse-mount=MOUNTPOINT')"),
+        (["--fd=3"], "no shared directory: give '--shared-dir=DIR' or '-o source=DIR'"),
+        (["--fd=3", "-o", "xattr"], "no shared directory: give '--shared-dir=DIR' or '-o source=DIR'"),
+    ]
+
+    func testEachBadCommandLineGivesItsExactMessage() {
+        for (args, message) in cases {
+            switch parseCommandLine(args) {
+            case .failure(let e):
+                XCTAssertEqual(e.description, message, "\(args)")
+                XCTAssertFalse(e.description.contains("\n"), "\(args)")
+                XCTAssertTrue(e.description.contains(e.option), "\(args): message must name the option")
+            case .success(let outcome):
+                XCTFail("\(args): expected '\(message)', got \(outcome)")
+            }
+        }
+    }
+
+    func testTheFirstBadArgumentIsReported() {
+        guard case .failure(let e) = parseCommandLine(["--cache=x", "--bogus"]) else {
+            return XCTFail("expected an error")
+        }
+        XCTAssertEqual(e.option, "--cache")
+    }
+
+    func testNotSupportedYetNamesTheOption() {
+        XCTAssertEqual(OptionError.notSupportedYet("translate-uid").description,
+                       "option '--translate-uid' is not supported yet")
+    }
+}
+
+final class EnvironmentTests: XCTestCase {
+    func testMissingSharedDirectoryIsReported() {
+        var o = baseOptions()
+        o.sharedDir = "/nope"
+        XCTAssertEqual(validateEnvironment(o, directoryExists: { $0 != "/nope" })?.description,
+                       "shared directory '/nope' does not exist or is not a directory")
+    }
+
+    func testMissingFuseMountPointIsReported() {
+        var o = baseOptions()
+        o.socketPath = nil
+        o.fuseMount = "/mnt/gone"
+        XCTAssertEqual(validateEnvironment(o, directoryExists: { $0 == "/srv" })?.description,
+                       "mount point '/mnt/gone' does not exist or is not a directory")
+    }
+
+    func testUnsupportedOptionIsRefusedByTheEnvironmentCheck() {
+        var o = baseOptions()
+        o.translateGID = ["map:0:0:1"]
+        XCTAssertEqual(validateEnvironment(o, directoryExists: { _ in true })?.description,
+                       "option '--translate-gid' is not supported yet")
+    }
+
+    func testGoodEnvironmentPasses() {
+        XCTAssertNil(validateEnvironment(baseOptions(), directoryExists: { _ in true }))
+    }
+}
+
+final class OutcomeTests: XCTestCase {
+    func testPrintCapabilitiesIsJSONWithTypeFsAndOnlyFeaturesWeHave() throws {
+        guard case .success(.printCapabilities(let text)) = parseCommandLine(["--print-capabilities"]) else {
+            return XCTFail("expected capabilities")
+        }
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        XCTAssertEqual(object?["type"] as? String, "fs")
+        XCTAssertEqual(object?["features"] as? [String], ["separate-options"])
+        XCTAssertEqual(object?.count, 2)
+    }
+
+    func testPrintCapabilitiesWinsOverBadOptionsAndHelp() {
+        let lines = [["--bogus", "--print-capabilities"], ["--print-capabilities", "--cache=fast"],
+                     ["-o", "nonsense", "--print-capabilities", "--help"], ["--fd=x", "--print-capabilities"],
+                     ["--fd=3", "--socket-path=/s", "--print-capabilities"]]
+        for args in lines {
+            XCTAssertEqual(parseCommandLine(args), .success(.printCapabilities(capabilitiesJSON)), "\(args)")
+        }
+    }
+
+    func testHelpAndVersionWinOverBadOptions() {
+        XCTAssertEqual(parseCommandLine(["-h"]), .success(.help(usageText)))
+        XCTAssertEqual(parseCommandLine(["--bogus", "--help"]), .success(.help(usageText)))
+        XCTAssertEqual(parseCommandLine(["--version", "--help"]), .success(.help(usageText)))
+        XCTAssertEqual(parseCommandLine(["-V"]), .success(.version(versionText)))
+        XCTAssertEqual(parseCommandLine(["--cache=fast", "--version"]), .success(.version(versionText)))
+        XCTAssertTrue(versionText.contains(daemonVersion))
+    }
+
+    func testUsageListsEveryOption() {
+        for name in longOptions.keys {
+            XCTAssertTrue(usageText.contains("--\(name)"), "--\(name) missing from usage")
+        }
+        for name in subOptions.keys {
+            XCTAssertTrue(usageText.contains(name), "-o \(name) missing from usage")
+        }
+        for short in ["-h,", "-V,", "-d,", "-f ", "-o "] {
+            XCTAssertTrue(usageText.contains(short), "\(short) missing from usage")
+        }
+    }
+
+    func testUsageLinesFitAnEightyColumnTerminal() {
+        for line in usageText.split(separator: "\n") {
+            XCTAssertLessThanOrEqual(line.count, 80, String(line))
+        }
+    }
+}
+
+final class InstalledFileTests: XCTestCase {
+    /// Tests/DaemonConfigTests/<this file> -> the package root.
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    func testManPageDocumentsEveryOption() throws {
+        let page = try String(contentsOf: root.appendingPathComponent("docs/virtiofsd.1"), encoding: .utf8)
+        // roff writes a literal hyphen as \-.
+        let text = page.replacingOccurrences(of: "\\-", with: "-")
+        for name in longOptions.keys {
+            XCTAssertTrue(text.contains("--\(name)"), "--\(name) missing from the man page")
+        }
+        for name in subOptions.keys {
+            XCTAssertTrue(text.contains(name), "-o \(name) missing from the man page")
+        }
+    }
+
+    func testVhostUserManifestIsJSONWithTheBinaryPlaceholder() throws {
+        let text = try String(contentsOf: root.appendingPathComponent("docs/50-swift-virtiofsd.json.in"),
+                              encoding: .utf8)
+        let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        XCTAssertEqual(object?["type"] as? String, "fs")
+        XCTAssertEqual(object?["binary"] as? String, "@BINARY@")
+        XCTAssertNotNil(object?["description"] as? String)
+    }
+}
