@@ -193,19 +193,23 @@ public final class PassthroughFileSystem: FileSystem {
         let (entry, key) = try adoptKeyed(fd)
         // A directory on another mount than its parent is the root of a submount.
         if key.mountID != parent.key.mountID && entry.attributes.st_mode & S_IFMT == S_IFDIR {
-            if configuration.announceSubmounts {
-                inodes.withLock { table in table.nodes[entry.nodeID]?.isSubmount = true }
-            }
             // Remember the mount: syncfs covers it, and file handles on it can be opened.
             if let child = try? inode(entry.nodeID) {
                 _ = try? child.withPathFD { (fd) throws(Errno) -> Int32 in try mountDescriptor(for: key.mountID, from: fd, fileType: S_IFDIR) }
+            }
+            if configuration.announceSubmounts {
+                inodes.withLock { table in table.nodes[entry.nodeID]?.isSubmount = true }
+                var flagged = entry
+                flagged.attributeFlags = UInt32(FUSE_ATTR_SUBMOUNT)
+                return flagged
             }
         }
         return entry
     }
 
     /// FUSE_ATTR_* flags for `node`'s attributes: FUSE_ATTR_SUBMOUNT for a submount root
-    /// when `announceSubmounts` is on. (For the dispatcher until `Entry` carries them.)
+    /// when `announceSubmounts` is on (entries carry them in `Entry.attributeFlags`;
+    /// this is for GETATTR replies, whose `AttributesReply` has no such field).
     public func attributeFlags(for node: NodeID) -> UInt32 {
         inodes.withLock { $0.nodes[node]?.isSubmount ?? false } ? UInt32(FUSE_ATTR_SUBMOUNT) : 0
     }
@@ -332,7 +336,8 @@ public final class PassthroughFileSystem: FileSystem {
     }
 
     /// The host name for a guest xattr name (after the xattr map), NUL-terminated.
-    func hostXattrName<T>(_ name: FileName, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+    /// `reading`: a name a `bad` rule refuses "does not exist" (ENODATA) for getxattr, as in QEMU's virtiofsd.
+    func hostXattrName<T>(_ name: FileName, reading: Bool = false, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
         guard let map = xattrNames else { return try body(name.cString) }
         switch map.mapClientName(name.bytes) {
         case .pass:
@@ -344,6 +349,7 @@ public final class PassthroughFileSystem: FileSystem {
                 try body(b.baseAddress!)
             }
         case .deny(let errno):
+            if reading && errno == EPERM { throw Errno.noData }
             throw Errno(errno)
         }
     }

@@ -55,7 +55,7 @@ extension PassthroughFileSystem {
         let data = try inode(node)
         // A zero-sized buffer is a size query, as for the system call.
         let target = (buffer?.count ?? 0) == 0 ? nil : buffer
-        return try hostXattrName(name) { (hostName) throws(Errno) -> Int in
+        return try hostXattrName(name, reading: true) { (hostName) throws(Errno) -> Int in
             try withXattrTarget(data, write: false, fd: { (fd) throws(Errno) -> Int in
                 try Sys.fgetxattr(fd, hostName, target)
             }, path: { (path) throws(Errno) -> Int in

@@ -83,6 +83,36 @@ final class OptionTests: PassthroughTestCase {
         XCTAssertNil(hostXattr("m", "user.virtiofs.colour"))
     }
 
+    func testTheRealRuleEngineKeepsHostSecurityNamesAway() throws {
+        let rules = ":prefix:all:trusted.:user.virtiofs.: :prefix:all:security.:user.virtiofs.: :bad:server::trusted.: :bad:server::security.: :bad:client:user.virtiofs.:: :ok:all:::"
+        var configuration = PassthroughConfiguration(root: directory)
+        configuration.xattr = true
+        configuration.xattrMap = try XattrMap(rules: rules)
+        fs = try PassthroughFileSystem(configuration: configuration, logger: .discarding)
+        writeHostFile("f", "x")
+        XCTAssertEqual(cvfs_setxattr(hostPath("f"), "trusted.host", "h", 1, 0), 0)
+        let node = try fs.lookup(root, parent: rootNodeID, name: name("f")).nodeID
+        let value = Array("g".utf8)
+        try value.withUnsafeBytes { try fs.setxattr(root, node: node, name: name("security.capability"), value: $0, flags: 0, extFlags: 0) }
+        try value.withUnsafeBytes { try fs.setxattr(root, node: node, name: name("user.plain"), value: $0, flags: 0, extFlags: 0) }
+        XCTAssertEqual(hostXattr("f", "user.virtiofs.security.capability"), "g")
+        XCTAssertNil(hostXattr("f", "security.capability"))
+        // The guest cannot reach the target name space directly: EPERM to change, "no such attribute" to read.
+        assertErrno(.permissionDenied) {
+            try value.withUnsafeBytes { try fs.setxattr(root, node: node, name: name("user.virtiofs.x"), value: $0, flags: 0, extFlags: 0) }
+        }
+        assertErrno(.noData) { try fs.getxattr(root, node: node, name: name("user.virtiofs.security.capability"), into: nil) }
+        let size = try fs.listxattr(root, node: node, into: nil)
+        var list = [UInt8](repeating: 0, count: size)
+        let n = try list.withUnsafeMutableBytes { try fs.listxattr(root, node: node, into: $0) }
+        let names = Set(list[0..<n].split(separator: 0).map { String(decoding: $0, as: UTF8.self) })
+        XCTAssertEqual(names, ["security.capability", "user.plain"], "the host's trusted.host is hidden")
+        // The host kernel no longer drops the renamed capability on write: we do.
+        let handle = try fs.open(root, node: node, flags: UInt32(O_RDWR), killSuidGid: false).handle
+        _ = try write(node, handle, "w")
+        XCTAssertNil(hostXattr("f", "user.virtiofs.security.capability"))
+    }
+
     func testRemappedCapabilityIsDroppedOnWriteTruncateAndChown() throws {
         fs = try mappedFileSystem()
         writeHostFile("cap", "x")
@@ -151,6 +181,8 @@ final class OptionTests: PassthroughTestCase {
         let mnt = try fs.lookup(root, parent: rootNodeID, name: name("mnt"))
         let plain = try fs.lookup(root, parent: rootNodeID, name: name("plain"))
         XCTAssertEqual(fs.attributeFlags(for: mnt.nodeID), UInt32(FUSE_ATTR_SUBMOUNT))
+        XCTAssertEqual(mnt.attributeFlags, UInt32(FUSE_ATTR_SUBMOUNT))
+        XCTAssertEqual(plain.attributeFlags, 0)
         XCTAssertEqual(fs.attributeFlags(for: plain.nodeID), 0)
         XCTAssertTrue(try fs.initialize(capable: InitFlags(rawValue: UInt64.max)).contains(.submounts))
         XCTAssertEqual(fs.inodes.withLock { $0.mountFDs.count }, 2, "syncfs covers the root's mount and the submount")
