@@ -150,6 +150,42 @@ final class KernelRoundTripTests: XCTestCase {
         XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: m("."))), ["escape"])
     }
 
+    func testLargeFilesRoundTripInEveryCacheMode() throws {
+        let payload = Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        for mode in [CacheMode.never, .metadata, .auto, .always] {
+            try mount { $0.cache = mode; $0.writeback = mode == .always }
+            XCTAssertTrue(FileManager.default.createFile(atPath: m("big"), contents: payload), "\(mode)")
+            XCTAssertEqual(FileManager.default.contents(atPath: h("big")), payload, "host side, \(mode)")
+            XCTAssertEqual(FileManager.default.contents(atPath: m("big")), payload, "guest side, \(mode)")
+            // A write-only O_APPEND open still appends (with writeback the kernel does it).
+            let fd = open(m("big"), O_WRONLY | O_APPEND)
+            XCTAssertEqual(Glibc.write(fd, "END", 3), 3)
+            close(fd)
+            XCTAssertEqual(FileManager.default.contents(atPath: h("big"))?.suffix(3), Data("END".utf8), "\(mode)")
+            tearDown()
+        }
+    }
+
+    func testPosixACLsAndTheGuestUmask() throws {
+        try mount { $0.posixACL = true }
+        // A separate process: this one shares the daemon's umask (0).
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-c", "umask 027 && mkdir \"$0\"", m("d")]
+        try shell.run()
+        shell.waitUntilExit()
+        XCTAssertEqual(shell.terminationStatus, 0)
+        XCTAssertEqual(hostMode("d") & 0o777, 0o750, "the caller's umask, applied by the daemon (DONT_MASK)")
+        let tool = Process()
+        tool.executableURL = URL(fileURLWithPath: "/usr/bin/setfacl")
+        tool.arguments = ["-d", "-m", "u::rwx,g::rwx,o::rwx", m("d")]
+        try tool.run()
+        tool.waitUntilExit()
+        XCTAssertEqual(tool.terminationStatus, 0)
+        XCTAssertEqual(mkdir(m("d/inner"), 0o777), 0)
+        XCTAssertEqual(hostMode("d/inner") & 0o777, 0o777, "a default ACL replaces the umask")
+    }
+
     func hostMode(_ relative: String) -> mode_t {
         var st = stat()
         XCTAssertEqual(lstat(h(relative), &st), 0)
