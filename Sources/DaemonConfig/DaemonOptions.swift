@@ -108,13 +108,12 @@ public struct DaemonOptions: Sendable, Equatable {
         var used: [String] = []
         if !translateUID.isEmpty { used.append("translate-uid") }
         if !translateGID.isEmpty { used.append("translate-gid") }
-        if !uidMap.isEmpty { used.append("uid-map") }
-        if !gidMap.isEmpty { used.append("gid-map") }
+        if allowMmap { used.append("allow-mmap") }
         return used.filter { DaemonOptions.notYetSupported.contains($0) }
     }
 
     /// Options accepted by the parser whose feature the daemon does not have yet.
-    public static let notYetSupported: [String] = ["translate-uid", "translate-gid", "uid-map", "gid-map"]
+    public static let notYetSupported: [String] = ["translate-uid", "translate-gid", "allow-mmap"]
 }
 
 /// Where the daemon gets its requests.

@@ -153,10 +153,6 @@ extension Sys {
         _ = try retryingEINTR { Glibc.fchdir(fd) }
     }
 
-    /// The corresponding C function is `umask`.
-    @discardableResult
-    public static func umask(_ mask: mode_t) -> mode_t { Glibc.umask(mask) }
-
     /// The corresponding C function is `dup`.
     public static func dup(_ fd: Int32) throws(Errno) -> Int32 {
         try retryingEINTR { cvfs_fcntl_int(fd, F_DUPFD_CLOEXEC, 0) }

@@ -1,0 +1,351 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import Posix
+
+public struct BackendConfiguration: Sendable {
+    public var numRequestQueues: Int   // 1...16
+    public var maxQueueSize: Int       // 32768 max
+    /// Threads shared by the request queues for batches with many chains
+    /// pending (`--thread-pool-size`); 0 handles every chain on its queue thread.
+    public var threadPoolSize: Int = 0
+    /// A request queue hands a batch to the pool when at least this many chains
+    /// are pending; fewer are handled inline, which is faster at low depth.
+    public var poolThreshold: Int = 4
+
+    public init(numRequestQueues: Int = 1, maxQueueSize: Int = 32768) {
+        self.numRequestQueues = min(max(numRequestQueues, 1), 16)
+        self.maxQueueSize = min(max(maxQueueSize, 1), 32768)
+    }
+
+    /// hiprio plus the request queues.
+    public var queueCount: Int { 1 + numRequestQueues }
+}
+
+/// Feature bits the device offers.
+public enum VirtioFeatures {
+    public static let ringIndirectDescriptors: UInt64 = 1 << 28
+    public static let ringEventIndex: UInt64 = 1 << 29
+    public static let protocolFeatures: UInt64 = 1 << 30
+    public static let version1: UInt64 = 1 << 32
+    public static let offered = version1 | ringIndirectDescriptors | ringEventIndex | protocolFeatures
+}
+
+public enum ProtocolFeatures {
+    public static let multiQueue: UInt64 = 1 << 0
+    public static let replyAck: UInt64 = 1 << 3
+    public static let backendRequests: UInt64 = 1 << 5
+    public static let resetDevice: UInt64 = 1 << 13
+    public static let configureMemorySlots: UInt64 = 1 << 15
+    public static let offered = multiQueue | replyAck | backendRequests | resetDevice | configureMemorySlots
+}
+
+/// The vhost-user device: negotiates with one frontend at a time, keeps the
+/// memory table and vring state, and runs one thread per started queue.
+/// `serve` runs on one thread; only the queue threads run beside it.
+public final class VhostUserBackend<Handler: VirtqueueHandler> {
+    public static var maxMemorySlots: Int { 32 }
+
+    /// Per-queue state kept by the message thread.
+    struct QueueState {
+        var size = 0
+        var addresses: VringAddresses?
+        var lastAvailable: UInt16 = 0
+        var nextUsed: UInt16 = 0
+        var kickFD: Int32?
+        var callFD: Int32?
+        var errFD: Int32?
+        var enabled = false
+        var broken = false
+        var worker: QueueWorker<Handler>?
+    }
+
+    let configuration: BackendConfiguration
+    let handler: Handler
+    let logger: Logger
+    let codec: MessageCodec
+    var queues: [QueueState]
+    var memory: GuestMemory?
+    var ackedFeatures: UInt64 = 0
+    var protocolFeatures: UInt64 = 0
+    var status: UInt8 = 0
+    var backendRequestFD: Int32?
+    /// Started with the first request queue when configured; stopped with the connection.
+    var pool: WorkerPool?
+
+    public init(configuration: BackendConfiguration, handler: Handler, logger: Logger) {
+        self.configuration = configuration
+        self.handler = handler
+        self.logger = logger
+        codec = MessageCodec(queueCount: configuration.queueCount, maxQueueSize: configuration.maxQueueSize)
+        queues = Array(repeating: QueueState(), count: configuration.queueCount)
+    }
+
+    deinit { resetConnectionState() }
+
+    /// Queues whose thread is running (for tests and logs).
+    public var runningQueues: [Int] { queues.indices.filter { queues[$0].worker != nil } }
+
+    /// Serves one frontend on `connection` until it disconnects (returns normally) or `shutdownFD`
+    /// (an fd that becomes readable, e.g. a signalfd or eventfd) is readable (returns normally).
+    /// Protocol errors are logged and close the connection (return normally too; throw only for
+    /// local failures such as thread creation).
+    ///
+    /// Takes ownership of `connection`: it is closed when `serve` returns, after every
+    /// queue thread has stopped and all memory has been unmapped.
+    public func serve(connection: Int32, shutdownFD: Int32) throws(VhostUserError) {
+        defer {
+            resetConnectionState()
+            Sys.close(connection)
+        }
+        var fds = [pollfd(fd: connection, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0)]
+        while true {
+            fds[0].revents = 0
+            fds[1].revents = 0
+            do {
+                _ = try Sys.poll(&fds)
+            } catch {
+                throw .socket(error)
+            }
+            if fds[1].revents != 0 {
+                logger.info("shutdown requested; closing the frontend connection")
+                return
+            }
+            guard fds[0].revents != 0 else { continue }
+            let message: Message
+            do {
+                guard let m = try codec.receive(from: connection) else {
+                    logger.info("frontend disconnected")
+                    return
+                }
+                message = m
+            } catch {
+                logger.error("closing the frontend connection: \(error)")
+                return
+            }
+            logger.debug("vhost-user \(message.code.name): \(message.request)")
+            do {
+                try handle(message, connection: connection)
+            } catch {
+                if case .thread = error { throw error }
+                logger.error("closing the frontend connection: \(message.code.name): \(error)")
+                if message.needsReply && protocolFeatures & ProtocolFeatures.replyAck != 0 {
+                    try? MessageCodec.send(MessageCodec.encodeReply(message.code, payload: MessageCodec.u64Payload(1)),
+                                           to: connection)
+                }
+                return
+            }
+        }
+    }
+
+    /// Applies one message and sends its reply (or the REPLY_ACK the frontend asked for).
+    func handle(_ message: Message, connection: Int32) throws(VhostUserError) {
+        var reply: [UInt8]?
+        switch message.request {
+        case .getFeatures:
+            reply = MessageCodec.u64Payload(VirtioFeatures.offered)
+        case .setFeatures(let features):
+            guard features & ~VirtioFeatures.offered == 0 else {
+                throw .featuresNotOffered(request: message.code.name, acked: features, offered: VirtioFeatures.offered)
+            }
+            ackedFeatures = features
+            // Running rings must follow the new EVENT_IDX / INDIRECT choice.
+            let running = runningQueues
+            stopAllQueues()
+            for q in running { try startQueueIfReady(q) }
+        case .setOwner:
+            break
+        case .resetOwner, .resetDevice:
+            stopAllQueues()
+            resetQueues()
+            memory = nil
+            ackedFeatures = 0
+            status = 0
+        case .getProtocolFeatures:
+            reply = MessageCodec.u64Payload(ProtocolFeatures.offered)
+        case .setProtocolFeatures(let features):
+            guard features & ~ProtocolFeatures.offered == 0 else {
+                throw .featuresNotOffered(request: message.code.name, acked: features, offered: ProtocolFeatures.offered)
+            }
+            protocolFeatures = features
+        case .getQueueNum:
+            reply = MessageCodec.u64Payload(UInt64(configuration.queueCount))
+        case .getMaxMemSlots:
+            reply = MessageCodec.u64Payload(UInt64(VhostUserBackend.maxMemorySlots))
+        case .setMemTable(let regions, let fds):
+            defer { fds.forEach(Sys.close) }
+            let table = try GuestMemory(regions: regions, fds: fds)
+            try replaceMemory(table)
+        case .addMemReg(let region, let fd):
+            defer { Sys.close(fd) }
+            let current = memory ?? GuestMemory()
+            guard current.regionCount < VhostUserBackend.maxMemorySlots else {
+                throw .tooManyRegions(count: current.regionCount + 1, limit: VhostUserBackend.maxMemorySlots)
+            }
+            try replaceMemory(try current.adding(region, fd: fd))
+        case .remMemReg(let region):
+            guard let current = memory else { throw .noMemoryTable(request: message.code.name) }
+            try replaceMemory(try current.removing(region))
+        case .setVringNum(let q, let size):
+            stopQueue(q)
+            queues[q].size = size
+            try startQueueIfReady(q)
+        case .setVringAddr(let q, let addresses):
+            guard let memory else { throw .noMemoryTable(request: message.code.name) }
+            if queues[q].size > 0 {
+                // Fail now, naming the message, rather than when the queue starts.
+                _ = try RingPointers(addresses, size: queues[q].size, memory: memory, queue: q)
+            }
+            stopQueue(q)
+            queues[q].addresses = addresses
+            queues[q].broken = false
+            try startQueueIfReady(q)
+        case .setVringBase(let q, let base):
+            stopQueue(q)
+            queues[q].lastAvailable = base
+            queues[q].nextUsed = base
+            queues[q].broken = false
+            try startQueueIfReady(q)
+        case .getVringBase(let q):
+            stopQueue(q)
+            // The ring stays stopped until the frontend kicks it again.
+            if let fd = queues[q].kickFD { Sys.close(fd) }
+            queues[q].kickFD = nil
+            reply = MessageCodec.vringStatePayload(queue: q, num: UInt32(queues[q].lastAvailable))
+        case .setVringKick(let q, let fd):
+            stopQueue(q)
+            if let old = queues[q].kickFD { Sys.close(old) }
+            queues[q].kickFD = fd
+            if fd == nil { logger.warning("queue \(q): no kick fd (polling mode) is not supported") }
+            // Without PROTOCOL_FEATURES a ring is enabled by its kick fd.
+            if ackedFeatures & VirtioFeatures.protocolFeatures == 0 { queues[q].enabled = true }
+            try startQueueIfReady(q)
+        case .setVringCall(let q, let fd):
+            stopQueue(q)
+            if let old = queues[q].callFD { Sys.close(old) }
+            queues[q].callFD = fd
+            try startQueueIfReady(q)
+        case .setVringErr(let q, let fd):
+            if let old = queues[q].errFD { Sys.close(old) }
+            queues[q].errFD = fd
+        case .setVringEnable(let q, let enabled):
+            stopQueue(q)
+            queues[q].enabled = enabled
+            try startQueueIfReady(q)
+        case .setLogBase(_, _, let fd):
+            // LOG_SHMFD is not offered: there is no dirty log to keep.
+            Sys.close(fd)
+        case .setLogFD(let fd):
+            Sys.close(fd)
+        case .getConfig(let offset, let size, let flags):
+            // The virtio-fs config space (tag, queue count) belongs to the frontend.
+            var payload: [UInt8] = []
+            for word in [offset, size, flags] {
+                withUnsafeBytes(of: word.littleEndian) { payload.append(contentsOf: $0) }
+            }
+            payload.append(contentsOf: repeatElement(0, count: Int(size)))
+            reply = payload
+        case .setConfig:
+            break
+        case .setBackendReqFD(let fd):
+            if let old = backendRequestFD { Sys.close(old) }
+            backendRequestFD = fd
+        case .setStatus(let value):
+            status = value
+        case .getStatus:
+            reply = MessageCodec.u64Payload(UInt64(status))
+        }
+        if let reply {
+            try MessageCodec.send(MessageCodec.encodeReply(message.code, payload: reply), to: connection)
+        } else if message.needsReply && protocolFeatures & ProtocolFeatures.replyAck != 0 {
+            try MessageCodec.send(MessageCodec.encodeReply(message.code, payload: MessageCodec.u64Payload(0)),
+                                  to: connection)
+        }
+    }
+
+    /// Swaps the memory table with every queue thread stopped, then restarts them
+    /// (their rings are translated again against the new table).
+    private func replaceMemory(_ table: GuestMemory) throws(VhostUserError) {
+        let running = runningQueues
+        stopAllQueues()
+        memory = table
+        for q in running { try startQueueIfReady(q) }
+        // Queues that were waiting only for memory may start now too.
+        for q in queues.indices where !running.contains(q) { try startQueueIfReady(q) }
+    }
+
+    /// Starts queue `q`'s thread if it has everything a running queue needs.
+    func startQueueIfReady(_ q: Int) throws(VhostUserError) {
+        let state = queues[q]
+        guard state.worker == nil, !state.broken, state.enabled, state.size > 0,
+              let addresses = state.addresses, let kickFD = state.kickFD, let memory else { return }
+        let rings = try RingPointers(addresses, size: state.size, memory: memory, queue: q)
+        let storage = UnsafeMutableBufferPointer<iovec>.allocate(capacity: SplitQueue.storageCapacity(queueSize: state.size))
+        let queue = SplitQueue(size: state.size, rings: rings, memory: memory,
+                               eventIndex: ackedFeatures & VirtioFeatures.ringEventIndex != 0,
+                               indirect: ackedFeatures & VirtioFeatures.ringIndirectDescriptors != 0,
+                               lastAvailable: state.lastAvailable, nextUsed: state.nextUsed, storage: storage)
+        let worker: QueueWorker<Handler>
+        do {
+            // The hiprio queue (FORGET, INTERRUPT) never waits behind the pool.
+            if q != 0 && configuration.threadPoolSize > 0 && pool == nil {
+                pool = try WorkerPool(size: min(configuration.threadPoolSize, 1024))
+                logger.debug("thread pool of \(configuration.threadPoolSize) started")
+            }
+            worker = try QueueWorker(queueIndex: q, queue: queue, kickFD: kickFD, callFD: state.callFD,
+                                     handler: handler, logger: logger, pool: q == 0 ? nil : pool,
+                                     poolThreshold: configuration.poolThreshold)
+        } catch {
+            storage.deallocate()
+            throw .thread(error)
+        }
+        do {
+            try worker.start()
+        } catch {
+            throw .thread(error)
+        }
+        queues[q].worker = worker
+        logger.debug("queue \(q) started (size \(state.size), next available \(state.lastAvailable))")
+    }
+
+    /// Stops queue `q`'s thread (joining it) and keeps its ring position.
+    func stopQueue(_ q: Int) {
+        guard let worker = queues[q].worker else { return }
+        worker.stop()
+        queues[q].lastAvailable = worker.queue.lastAvailable
+        queues[q].nextUsed = worker.queue.nextUsed
+        queues[q].broken = worker.broken
+        queues[q].worker = nil
+        logger.debug("queue \(q) stopped (next available \(worker.queue.lastAvailable))")
+    }
+
+    func stopAllQueues() {
+        for q in queues.indices { stopQueue(q) }
+    }
+
+    /// Forgets all vring state and closes the queues' fds (threads already stopped).
+    private func resetQueues() {
+        for q in queues.indices {
+            for fd in [queues[q].kickFD, queues[q].callFD, queues[q].errFD] {
+                if let fd { Sys.close(fd) }
+            }
+            queues[q] = QueueState()
+        }
+    }
+
+    /// Back to the state of a fresh backend: threads joined, fds closed, memory unmapped.
+    private func resetConnectionState() {
+        stopAllQueues()
+        pool?.shutdown()
+        pool = nil
+        resetQueues()
+        memory = nil
+        ackedFeatures = 0
+        protocolFeatures = 0
+        status = 0
+        if let fd = backendRequestFD { Sys.close(fd) }
+        backendRequestFD = nil
+    }
+}

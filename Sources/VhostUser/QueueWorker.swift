@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import Posix
+import Synchronization
+
+/// One chain handler for the device's queues.
+public protocol VirtqueueHandler: Sendable {
+    /// One chain from queue `queueIndex` (0 = hiprio). Returns the used length (bytes written to `writer`).
+    func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32
+}
+
+/// Runs `body` on a new POSIX thread; returns its handle for `pthread_join`.
+func startThread(_ body: @escaping () -> Void) throws(Errno) -> pthread_t {
+    final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+    let context = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { raw in
+        guard let raw else { return nil }
+        let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
+        box.body()
+        return nil
+    }, context)
+    if rc != 0 {
+        Unmanaged<Box>.fromOpaque(context).release()
+        throw Errno(rc)
+    }
+    return thread
+}
+
+/// The thread serving one started queue: waits on its kick eventfd and a stop
+/// eventfd, drains every available chain through the handler and signals the
+/// call eventfd once per batch.
+///
+/// Synchronisation: between `start()` and the join in `stop()` only the queue
+/// thread touches `queue`, `broken` and `malformedChains`; the backend reads
+/// them after the join, which orders the accesses.
+final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
+    let queueIndex: Int
+    var queue: SplitQueue
+    private(set) var broken = false
+    private(set) var malformedChains = 0
+    private let kickFD: Int32
+    private let callFD: Int32?
+    private let stopFD: Int32
+    private let handler: Handler
+    private let logger: Logger
+    private var thread: pthread_t?
+    /// With a pool: batches of at least `poolThreshold` pending chains go to it.
+    private let pool: WorkerPool?
+    private let poolThreshold: Int
+    private let batch: ChainBatch<Handler>?
+
+    init(queueIndex: Int, queue: SplitQueue, kickFD: Int32, callFD: Int32?,
+         handler: Handler, logger: Logger, pool: WorkerPool? = nil, poolThreshold: Int = 4) throws(Errno) {
+        self.queueIndex = queueIndex
+        self.queue = queue
+        self.kickFD = kickFD
+        self.callFD = callFD
+        self.handler = handler
+        self.logger = logger
+        self.stopFD = try Sys.eventfd()
+        self.pool = pool
+        self.poolThreshold = max(poolThreshold, 1)
+        if let pool {
+            // Enough chains per batch to keep every pool thread busy twice over.
+            batch = ChainBatch(handler: handler, queueIndex: queueIndex, queueSize: queue.size,
+                               maxChains: min(2 * pool.size, queue.size))
+        } else {
+            batch = nil
+        }
+    }
+
+    deinit {
+        Sys.close(stopFD)
+        queue.storage.deallocate()
+    }
+
+    func start() throws(Errno) {
+        thread = try startThread { [self] in run() }
+    }
+
+    /// Asks the thread to finish its batch and exit, then joins it.
+    func stop() {
+        guard let thread else { return }
+        try? Sys.eventfdSignal(stopFD)
+        pthread_join(thread, nil)
+        self.thread = nil
+    }
+
+    private func run() {
+        // Chains may already be waiting (a queue restarted after a table change).
+        processBatch()
+        var fds = [pollfd(fd: kickFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
+        while true {
+            fds[0].revents = 0
+            fds[1].revents = 0
+            do {
+                _ = try Sys.poll(&fds)
+            } catch {
+                logger.error("queue \(queueIndex): poll failed: \(error)")
+                return
+            }
+            if fds[1].revents != 0 { return }
+            if fds[0].revents & Int16(POLLNVAL | POLLERR | POLLHUP) != 0 {
+                logger.error("queue \(queueIndex): kick fd failed; stopping the queue")
+                return
+            }
+            if fds[0].revents & Int16(POLLIN) != 0 {
+                _ = try? Sys.eventfdDrain(kickFD)
+                processBatch()
+            }
+        }
+    }
+
+    func processBatch() {
+        guard !broken else { return }
+        let before = queue.nextUsed
+        do {
+            if let pool, let batch, queue.pendingCount >= poolThreshold {
+                try drain(through: pool, batch)
+            } else {
+                _ = try queue.drain(handler: handler, queueIndex: queueIndex) { logMalformed($0) }
+            }
+        } catch {
+            broken = true
+            logger.error("queue \(queueIndex): ring indices corrupt, queue stopped until reset: \(error)")
+        }
+        if queue.nextUsed != before, queue.needsNotification(since: before), let callFD {
+            try? Sys.eventfdSignal(callFD)
+        }
+    }
+
+    private func logMalformed(_ error: ChainError) {
+        malformedChains += 1
+        // Rate limit: the first few, then one in 1024.
+        if malformedChains <= 8 || malformedChains % 1024 == 0 {
+            logger.warning("queue \(queueIndex): dropped a malformed chain (\(malformedChains) so far): \(error)")
+        }
+    }
+
+    /// Many chains pending: hand them to the pool in batches, wait for each
+    /// batch, then push its used entries in order from this thread (so only
+    /// this thread ever writes the used ring).
+    private func drain(through pool: WorkerPool, _ batch: ChainBatch<Handler>) throws(RingError) {
+        let chainRoom = SplitQueue.storageCapacity(queueSize: queue.size)
+        while true {
+            batch.count = 0
+            var offset = 0
+            var ringError: RingError?
+            fill: while batch.count < batch.chains.count && offset + chainRoom <= batch.segments.count {
+                let result: PopResult
+                do {
+                    result = try queue.pop(into: UnsafeMutableBufferPointer(rebasing: batch.segments[offset ..< offset + chainRoom]))
+                } catch {
+                    // Still finish the chains already taken.
+                    ringError = error
+                    break fill
+                }
+                switch result {
+                case .empty:
+                    break fill
+                case .malformed(let head, let e):
+                    logMalformed(e)
+                    queue.push(head: head, length: 0)
+                case .chain(let head, let rs, let rb, let ws, let wb):
+                    batch.chains[batch.count] = PendingChain(head: head, offset: offset, readableSegments: rs, readableBytes: rb,
+                                                             writableSegments: ws, writableBytes: wb, used: 0)
+                    batch.count += 1
+                    offset += rs + ws
+                }
+            }
+            batch.runAll(on: pool)
+            for i in 0..<batch.count {
+                queue.push(head: batch.chains[i].head, length: batch.chains[i].used)
+            }
+            if let ringError { throw ringError }
+            if batch.count == batch.chains.count || offset + chainRoom > batch.segments.count { continue }
+            // The ring looked empty: with EVENT_IDX re-arm and look once more.
+            guard queue.eventIndex else { return }
+            queue.setAvailableEvent(queue.lastAvailable)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if queue.availableIndex == queue.lastAvailable { return }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import XCTest
+import Foundation
+import Glibc
+import Posix
+@testable import VhostUser
+
+final class ListenerTests: XCTestCase {
+    private var directory = ""
+    private var path: String { directory + "/vhost.sock" }
+
+    override func setUpWithError() throws {
+        directory = NSTemporaryDirectory() + "vhost-listener-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func testBindsPrivateSocketAndCreatesNothingElse() throws {
+        let fd = try Listener.bindSocket(path: path)
+        defer { Sys.close(fd) }
+        let st = try Sys.lstat(path)
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFSOCK)
+        XCTAssertEqual(st.st_mode & 0o777, 0o600)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory), ["vhost.sock"])
+        XCTAssertEqual(try Listener.adopt(fd: fd), fd)
+    }
+
+    func testGroupSocketIsGroupAccessible() throws {
+        let fd = try Listener.bindSocket(path: path, group: getgid())
+        defer { Sys.close(fd) }
+        XCTAssertEqual(try Sys.lstat(path).st_mode & 0o777, 0o660)
+    }
+
+    func testRefusesWhenAnotherDaemonListensAndReplacesAStaleSocket() throws {
+        let first = try Listener.bindSocket(path: path)
+        XCTAssertThrowsError(try Listener.bindSocket(path: path)) { error in
+            XCTAssertEqual(error as? ListenerError, .anotherDaemonListening(path))
+            XCTAssertEqual("\(error)", "another daemon is listening on \(path)")
+        }
+        Sys.close(first)
+        // The file is left behind; nothing answers any more.
+        let second = try Listener.bindSocket(path: path)
+        Sys.close(second)
+    }
+
+    func testRefusesToReplaceARegularFile() throws {
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data()))
+        XCTAssertThrowsError(try Listener.bindSocket(path: path)) { error in
+            XCTAssertEqual(error as? ListenerError, .notASocket(path))
+        }
+    }
+
+    func testAdoptRejectsWhatIsNotAListeningUnixStreamSocket() throws {
+        let (a, b) = try Sys.unixStreamSocketPair()
+        defer { Sys.close(a); Sys.close(b) }
+        XCTAssertThrowsError(try Listener.adopt(fd: a)) { error in
+            XCTAssertEqual(error as? ListenerError, .notAListeningSocket(fd: a, reason: "not listening"))
+        }
+        let file = try Sys.memfdCreate("not-a-socket")
+        defer { Sys.close(file) }
+        XCTAssertThrowsError(try Listener.adopt(fd: file))
+        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { Sys.close(udp) }
+        XCTAssertThrowsError(try Listener.adopt(fd: udp)) { error in
+            XCTAssertEqual(error as? ListenerError, .notAListeningSocket(fd: udp, reason: "not a UNIX socket"))
+        }
+    }
+
+    func testAcceptOneReturnsAConnectionOrNilOnShutdown() throws {
+        let listener = try Listener.bindSocket(path: path)
+        defer { Sys.close(listener) }
+        let shutdown = try Sys.eventfd()
+        defer { Sys.close(shutdown) }
+        let client = try Sys.unixStreamSocket()
+        defer { Sys.close(client) }
+        try Sys.connect(client, try Sys.unixAddress(path))
+        let accepted = try Listener.acceptOne(listenFD: listener, shutdownFD: shutdown)
+        XCTAssertNotNil(accepted)
+        accepted.map(Sys.close)
+        try Sys.eventfdSignal(shutdown)
+        XCTAssertNil(try Listener.acceptOne(listenFD: listener, shutdownFD: shutdown))
+    }
+
+    func testTooLongPathIsAClearError() {
+        let long = "/tmp/" + String(repeating: "x", count: 120)
+        XCTAssertThrowsError(try Listener.bindSocket(path: long)) { error in
+            XCTAssertEqual(error as? ListenerError, .pathTooLong(long))
+        }
+    }
+}
+
+final class SignalTests: XCTestCase {
+    func testShutdownSignalBecomesReadableOnTheSignalfd() throws {
+        let fd = try Signals.blockShutdownSignals()
+        defer { Sys.close(fd) }
+        // Directed at this thread, which has the signal blocked: it waits in the signalfd.
+        XCTAssertEqual(pthread_kill(pthread_self(), SIGTERM), 0)
+        XCTAssertTrue(waitReadable(fd))
+        XCTAssertEqual(try Signals.readSignal(fd), SIGTERM)
+    }
+}

@@ -1,0 +1,120 @@
+import XCTest
+import Glibc
+import Synchronization
+import Posix
+@testable import VhostUser
+
+/// Echoes like `EchoHandler` and records which thread handled each chain.
+final class ThreadLog: Sendable {
+    let threads = Mutex<[pthread_t]>([])
+}
+
+struct RecordingEchoHandler: VirtqueueHandler {
+    let log: ThreadLog
+    func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32 {
+        log.threads.withLock { $0.append(pthread_self()) }
+        return EchoHandler().handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
+    }
+}
+
+final class WorkerPoolTests: XCTestCase {
+    private func makeWorker(ring: FakeRing, pool: WorkerPool?, log: ThreadLog, kick: Int32, call: Int32,
+                            eventIndex: Bool = false) throws -> QueueWorker<RecordingEchoHandler> {
+        try QueueWorker(queueIndex: 1, queue: ring.makeQueue(eventIndex: eventIndex), kickFD: kick, callFD: call,
+                        handler: RecordingEchoHandler(log: log), logger: .discarding, pool: pool, poolThreshold: 4)
+    }
+
+    /// Chain i reads 1 byte (the value i) and may write 16 bytes at its own place.
+    private func layChains(_ ring: FakeRing, count: Int) {
+        for i in 0..<count {
+            let input = ring.dataArea + UInt64(i) * 0x100
+            ring.guest.write([UInt8(i)], at: input)
+            ring.setDescriptor(2 * i, address: input, length: 1, flags: 1, next: UInt16(2 * i + 1))
+            ring.setDescriptor(2 * i + 1, address: input + 0x80, length: 16, flags: 2)
+            ring.makeAvailable(UInt16(2 * i))
+        }
+    }
+
+    func testManyPendingChainsRunOnThePoolAndArePushedInOrderWithOneNotification() throws {
+        let ring = FakeRing(guest: try FakeGuest(), size: 32)
+        let pool = try WorkerPool(size: 2)
+        defer { pool.shutdown() }
+        let log = ThreadLog()
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        let worker = try makeWorker(ring: ring, pool: pool, log: log, kick: kick, call: call)
+        layChains(ring, count: 10)
+        worker.processBatch()
+        XCTAssertEqual(ring.usedIndex, 10)
+        for i in 0..<10 {
+            XCTAssertEqual(ring.usedElement(i).id, UInt32(2 * i))
+            XCTAssertEqual(ring.usedElement(i).length, 2)
+            XCTAssertEqual(ring.guest.read(2, at: ring.dataArea + UInt64(i) * 0x100 + 0x80), [1, UInt8(i)])
+        }
+        let threads = log.threads.withLock { $0 }
+        XCTAssertEqual(threads.count, 10)
+        XCTAssertFalse(threads.contains { pthread_equal($0, pthread_self()) != 0 }, "handled on pool threads")
+        XCTAssertEqual(try Sys.eventfdDrain(call), 1, "one notification for the whole batch")
+    }
+
+    func testFewPendingChainsAreHandledInline() throws {
+        let ring = FakeRing(guest: try FakeGuest(), size: 32)
+        let pool = try WorkerPool(size: 2)
+        defer { pool.shutdown() }
+        let log = ThreadLog()
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        let worker = try makeWorker(ring: ring, pool: pool, log: log, kick: kick, call: call)
+        layChains(ring, count: 3)
+        worker.processBatch()
+        XCTAssertEqual(ring.usedIndex, 3)
+        let threads = log.threads.withLock { $0 }
+        XCTAssertEqual(threads.count, 3)
+        XCTAssertTrue(threads.allSatisfy { pthread_equal($0, pthread_self()) != 0 }, "handled on the queue thread")
+    }
+
+    func testPoolPathReturnsMalformedChainsAndArmsEventIndex() throws {
+        let ring = FakeRing(guest: try FakeGuest(), size: 32)
+        let pool = try WorkerPool(size: 3)
+        defer { pool.shutdown() }
+        let log = ThreadLog()
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        let worker = try makeWorker(ring: ring, pool: pool, log: log, kick: kick, call: call, eventIndex: true)
+        layChains(ring, count: 6)
+        ring.setDescriptor(20, address: 0x10, length: 4)  // outside memory
+        ring.makeAvailable(20)
+        worker.processBatch()
+        XCTAssertEqual(ring.usedIndex, 7)
+        XCTAssertEqual(worker.malformedChains, 1)
+        XCTAssertEqual(ring.availableEvent, 7)
+        XCTAssertEqual((0..<7).map { ring.usedElement($0).length }.filter { $0 == 0 }.count, 1)
+    }
+
+    func testBackendWithPoolServesARequestQueue() throws {
+        let guest = try FakeGuest()
+        let ring = FakeRing(guest: guest, size: 16)
+        var configuration = BackendConfiguration(numRequestQueues: 1, maxQueueSize: 256)
+        configuration.threadPoolSize = 2
+        let serving = try ServingBackend(configuration: configuration)
+        let f = serving.frontend
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        f.send(.setFeatures, payload: le(VirtioFeatures.version1 | VirtioFeatures.protocolFeatures))
+        f.send(.setProtocolFeatures, payload: le(ProtocolFeatures.replyAck))
+        f.send(.setMemTable, payload: le(UInt32(1)) + le(UInt32(0)) + regionPayload(guest.region), fds: [guest.fd])
+        let a = ring.addresses
+        f.send(.setVringNum, payload: le(UInt32(1)) + le(UInt32(16)))
+        f.send(.setVringAddr, payload: le(UInt32(1)) + le(UInt32(0)) + le(a.descriptorTable) + le(a.usedRing) + le(a.availableRing) + le(UInt64(0)))
+        f.send(.setVringKick, payload: le(UInt64(1)), fds: [kick])
+        f.send(.setVringCall, payload: le(UInt64(1)), fds: [call])
+        layChains(ring, count: 6)
+        f.send(.setVringEnable, needReply: true, payload: le(UInt32(1)) + le(UInt32(1)))
+        XCTAssertEqual(f.receiveU64(.setVringEnable), 0)
+        // The queue thread drains what is already available as it starts.
+        XCTAssertTrue(waitReadable(call))
+        XCTAssertEqual(ring.usedIndex, 6)
+        _ = Glibc.shutdown(f.socket, Int32(SHUT_WR))
+        serving.waitFinished()
+    }
+}
