@@ -108,8 +108,6 @@ public final class PassthroughFileSystem: FileSystem {
 
     // MARK: - Helpers
 
-    var entryTimeout: Timeout { timeout }
-
     func isNegotiated(_ flag: InitFlags) -> Bool {
         InitFlags(rawValue: negotiated.load(ordering: .relaxed)).contains(flag)
     }

@@ -17,7 +17,7 @@ extension XattrMap: XattrNameMapping {}
 extension PassthroughFileSystem {
     /// Regular files and directories are opened and use f*xattr; symlinks and
     /// special files cannot be opened safely and go through their /proc/self/fd path.
-    func withXattrTarget<T>(_ inode: InodeData, write: Bool,
+    func withXattrTarget<T>(_ inode: InodeData,
                             fd fdBody: (Int32) throws(Errno) -> T,
                             path pathBody: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
         if inode.isRegular || inode.isDirectory {
@@ -34,7 +34,7 @@ extension PassthroughFileSystem {
         let hostFlags = Int32(bitPattern: flags) & (CVFS_XATTR_CREATE | CVFS_XATTR_REPLACE)
         let isAccessACL = name.bytes.elementsEqual("system.posix_acl_access".utf8)
         try hostXattrName(name) { (hostName) throws(Errno) in
-            try withXattrTarget(data, write: true, fd: { (fd) throws(Errno) in
+            try withXattrTarget(data, fd: { (fd) throws(Errno) in
                 try Sys.fsetxattr(fd, hostName, value, flags: hostFlags)
                 // Setting an access ACL may change the mode; a caller outside the group loses setgid.
                 if isAccessACL && extFlags & UInt32(FUSE_SETXATTR_ACL_KILL_SGID) != 0 {
@@ -56,7 +56,7 @@ extension PassthroughFileSystem {
         // A zero-sized buffer is a size query, as for the system call.
         let target = (buffer?.count ?? 0) == 0 ? nil : buffer
         return try hostXattrName(name, reading: true) { (hostName) throws(Errno) -> Int in
-            try withXattrTarget(data, write: false, fd: { (fd) throws(Errno) -> Int in
+            try withXattrTarget(data, fd: { (fd) throws(Errno) -> Int in
                 try Sys.fgetxattr(fd, hostName, target)
             }, path: { (path) throws(Errno) -> Int in
                 try Sys.getxattr(path, hostName, target)
@@ -69,7 +69,7 @@ extension PassthroughFileSystem {
         let data = try inode(node)
         let target = (buffer?.count ?? 0) == 0 ? nil : buffer
         func list(_ into: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
-            try withXattrTarget(data, write: false, fd: { (fd) throws(Errno) -> Int in
+            try withXattrTarget(data, fd: { (fd) throws(Errno) -> Int in
                 try Sys.flistxattr(fd, into)
             }, path: { (path) throws(Errno) -> Int in
                 try Sys.listxattr(path, into)
@@ -120,7 +120,7 @@ extension PassthroughFileSystem {
         if name.bytes.contains(0) { throw Errno.invalidArgument }
         let data = try inode(node)
         try hostXattrName(name) { (hostName) throws(Errno) in
-            try withXattrTarget(data, write: true, fd: { (fd) throws(Errno) in
+            try withXattrTarget(data, fd: { (fd) throws(Errno) in
                 try Sys.fremovexattr(fd, hostName)
             }, path: { (path) throws(Errno) in
                 try Sys.removexattr(path, hostName)
