@@ -124,13 +124,27 @@ struct InodeTable {
 }
 
 /// An open file or directory.
-final class OpenFile: Sendable {
+/// @unchecked Sendable: `direntBuffer` is only touched while `position` is held.
+final class OpenFile: @unchecked Sendable {
     let fd: Int32
     let inode: InodeData
     /// Serialises seek+getdents on a directory handle.
     let position = Mutex<Void>(())
-    init(fd: Int32, inode: InodeData) { self.fd = fd; self.inode = inode }
-    deinit { Sys.close(fd) }
+    /// getdents64 buffer of a directory handle, reused across READDIR requests.
+    let direntBuffer: UnsafeMutableRawBufferPointer?
+    static let direntBufferSize = 32 * 1024
+
+    init(fd: Int32, inode: InodeData) {
+        self.fd = fd
+        self.inode = inode
+        direntBuffer = inode.isDirectory
+            ? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.direntBufferSize, alignment: 8) : nil
+    }
+
+    deinit {
+        Sys.close(fd)
+        direntBuffer?.deallocate()
+    }
 }
 
 struct HandleTable {

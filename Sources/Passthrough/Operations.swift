@@ -448,9 +448,7 @@ extension PassthroughFileSystem {
         let file = try openFile(handle)
         guard file.inode.isDirectory else { throw Errno.notDirectory }
         guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
-        let bufferSize = 32 * 1024
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 8)
-        defer { buffer.deallocate() }
+        guard let buffer = file.direntBuffer else { throw Errno.notDirectory }
         try file.position.withLock { (_) throws(Errno) in
             // Offsets are the host's d_off cookies: stable across calls and concurrent unlinks.
             _ = try Sys.lseek(file.fd, Int64(offset), SEEK_SET)
