@@ -53,6 +53,9 @@ let package = Package(
         .testTarget(name: "HostFUSETests", dependencies: ["HostFUSE", "FUSE", "CVirtioFS", "Posix"]),
         .testTarget(name: "XattrMapTests", dependencies: ["XattrMap"]),
         .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS"]),
+        // The passthrough backend behind the real dispatcher and a host /dev/fuse mount.
+        .testTarget(name: "PassthroughKernelTests",
+                    dependencies: ["Passthrough", "HostFUSE", "FUSE", "Posix", "CVirtioFS"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Posix"]),
         .testTarget(name: "DaemonConfigTests", dependencies: ["DaemonConfig"]),
         .testTarget(name: "IntegrationTests",

@@ -1,0 +1,37 @@
+// System calls and constants the passthrough backend needs that Swift's Glibc
+// module does not expose. No logic lives here.
+#ifndef CVFS_PASSTHROUGH_H
+#define CVFS_PASSTHROUGH_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+extern const int CVFS_XATTR_CREATE;
+extern const int CVFS_XATTR_REPLACE;
+extern const long CVFS_UTIME_NOW;
+extern const long CVFS_UTIME_OMIT;
+extern const int CVFS_CLONE_FS;
+extern const uint64_t CVFS_RESOLVE_BENEATH;
+extern const uint64_t CVFS_RESOLVE_NO_MAGICLINKS;
+extern const int CVFS_FALLOC_FL_ZERO_RANGE;
+
+// Reads raw `struct linux_dirent64` records (d_ino u64, d_off s64, d_reclen u16,
+// d_type u8, name) into buf.
+ssize_t cvfs_getdents64(int fd, void *buf, size_t len);
+
+// BSD whole-file lock (the Swift name clashes with `struct flock`).
+int cvfs_flock(int fd, int operation);
+
+// Extended attributes on an open descriptor.
+ssize_t cvfs_fgetxattr(int fd, const char *name, void *value, size_t size);
+int cvfs_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags);
+ssize_t cvfs_flistxattr(int fd, char *list, size_t size);
+int cvfs_fremovexattr(int fd, const char *name);
+// Extended attributes by path (resolved from the thread's working directory).
+ssize_t cvfs_getxattr(const char *path, const char *name, void *value, size_t size);
+int cvfs_setxattr(const char *path, const char *name, const void *value, size_t size, int flags);
+ssize_t cvfs_listxattr(const char *path, char *list, size_t size);
+int cvfs_removexattr(const char *path, const char *name);
+
+#endif

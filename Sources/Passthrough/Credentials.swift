@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import FUSE
+import Posix
+
+/// Runs node-creating system calls with the guest caller's fsuid/fsgid, so the
+/// host kernel assigns ownership and checks permissions as it would for the caller.
+/// Only the calling thread changes (raw per-thread syscalls); gid before uid,
+/// restored in reverse before returning.
+struct Credentials: Sendable {
+    let daemonUID: uid_t
+    let daemonGID: gid_t
+    let daemonGroups: [gid_t]
+
+    init() {
+        daemonUID = Sys.geteuid()
+        daemonGID = Sys.getegid()
+        daemonGroups = (try? Sys.getgroups()) ?? []
+    }
+
+    func run<T>(_ ctx: RequestContext, supplementaryGroup: UInt32?, _ body: () throws(Errno) -> T) throws(Errno) -> T {
+        if ctx.uid == daemonUID && ctx.gid == daemonGID && supplementaryGroup == nil {
+            return try body()
+        }
+        let keep = UInt32.max // -1: leave unchanged
+        // The daemon's own supplementary groups must not lend the caller their access.
+        try Sys.threadSetgroups(supplementaryGroup.map { [$0] } ?? [])
+        do {
+            try Sys.threadSetresgid(keep, ctx.gid, keep)
+        } catch {
+            restoreGroups(supplementaryGroup)
+            throw error
+        }
+        do {
+            try Sys.threadSetresuid(keep, ctx.uid, keep)
+        } catch {
+            restoreGID()
+            restoreGroups(supplementaryGroup)
+            throw error
+        }
+        defer {
+            // A thread that cannot get its identity back must not serve another request.
+            do { try Sys.threadSetresuid(keep, daemonUID, keep) } catch { fatalError("cannot restore the daemon uid: \(error)") }
+            restoreGID()
+            restoreGroups(supplementaryGroup)
+        }
+        return try body()
+    }
+
+    private func restoreGID() {
+        do { try Sys.threadSetresgid(UInt32.max, daemonGID, UInt32.max) } catch { fatalError("cannot restore the daemon gid: \(error)") }
+    }
+
+    private func restoreGroups(_ group: UInt32?) {
+        do { try Sys.threadSetgroups(daemonGroups) } catch { fatalError("cannot restore the daemon groups: \(error)") }
+    }
+}

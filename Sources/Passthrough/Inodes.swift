@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import FUSE
+import Posix
+import Synchronization
+
+/// The host identity of a file: the same (dev, ino, mount) is the same guest node.
+struct InodeKey: Hashable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+    var mountID: UInt64
+}
+
+/// How many inode descriptors are held right now (for the fd budget).
+final class DescriptorCount: Sendable {
+    let value = Atomic<Int>(0)
+}
+
+/// One host file the guest knows. Immutable and reference-counted: a request
+/// that fetched it keeps its descriptor alive even if a FORGET races with it,
+/// so a descriptor number is never reused under a running request.
+final class InodeData: Sendable {
+    let key: InodeKey
+    /// The S_IFMT bits; a file's type never changes.
+    let fileType: mode_t
+    /// The O_PATH descriptor, or -1 when held as a file handle.
+    let fd: Int32
+    /// A `struct file_handle` (header included) when `fd` is -1.
+    let handle: [UInt8]
+    /// A descriptor on the handle's mount for open_by_handle_at (owned by the mount table).
+    let mountFD: Int32
+    private let count: DescriptorCount?
+
+    init(key: InodeKey, fileType: mode_t, fd: Int32, count: DescriptorCount?) {
+        self.key = key; self.fileType = fileType; self.fd = fd
+        self.handle = []; self.mountFD = -1; self.count = count
+        count?.value.add(1, ordering: .relaxed)
+    }
+
+    init(key: InodeKey, fileType: mode_t, handle: [UInt8], mountFD: Int32) {
+        self.key = key; self.fileType = fileType; self.fd = -1
+        self.handle = handle; self.mountFD = mountFD; self.count = nil
+    }
+
+    deinit {
+        if fd >= 0 {
+            Sys.close(fd)
+            count?.value.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    var isDirectory: Bool { fileType == S_IFDIR }
+    var isRegular: Bool { fileType == S_IFREG }
+    var isSymlink: Bool { fileType == S_IFLNK }
+    var isHandle: Bool { fd < 0 }
+
+    /// Opens the file anew from its handle with `flags` (O_PATH, O_RDONLY...).
+    func openFromHandle(flags: Int32) throws(Errno) -> Int32 {
+        var copy = handle
+        let result = copy.withUnsafeMutableBytes { (bytes) -> Result<Int32, Errno> in
+            guard let base = bytes.baseAddress else { return .failure(.stale) }
+            return Result { () throws(Errno) -> Int32 in try Sys.openByHandleAt(mountFD, base, flags: flags) }
+        }
+        return try result.get()
+    }
+
+    /// Calls `body` with an O_PATH descriptor of this file, opened from the handle if needed.
+    func withPathFD<T>(_ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
+        if fd >= 0 { return try body(fd) }
+        let temporary = try openFromHandle(flags: CVFS_O_PATH | O_NOFOLLOW)
+        defer { Sys.close(temporary) }
+        return try body(temporary)
+    }
+}
+
+/// A node in the table: the file plus the kernel's lookup count.
+struct Node {
+    var data: InodeData
+    var lookups: UInt64
+    /// The root of a mount below the shared directory (FUSE_ATTR_SUBMOUNT).
+    var isSubmount = false
+}
+
+/// The inode table. Node ids are ours, handed out in order and never reused,
+/// so a constant generation is enough to keep (node id, generation) unique.
+struct InodeTable {
+    var nodes: [NodeID: Node] = [:]
+    var byKey: [InodeKey: NodeID] = [:]
+    var nextID: NodeID = rootNodeID + 1
+    /// A real directory descriptor per mount, for open_by_handle_at. Held for the process lifetime.
+    var mountFDs: [UInt64: Int32] = [:]
+
+    /// Takes one more lookup on an existing node with `key`.
+    mutating func reference(_ key: InodeKey) -> NodeID? {
+        guard let id = byKey[key], var node = nodes[id] else { return nil }
+        node.lookups &+= 1
+        nodes[id] = node
+        return id
+    }
+
+    /// Inserts a new node with one lookup.
+    mutating func insert(_ data: InodeData) -> NodeID {
+        let id = nextID
+        nextID &+= 1
+        nodes[id] = Node(data: data, lookups: 1)
+        byKey[data.key] = id
+        return id
+    }
+
+    /// Subtracts lookups; returns the dropped file (to be released outside the lock).
+    mutating func forget(_ id: NodeID, count: UInt64) -> InodeData? {
+        guard id != rootNodeID, var node = nodes[id] else { return nil }
+        node.lookups -= min(count, node.lookups)
+        if node.lookups > 0 {
+            nodes[id] = node
+            return nil
+        }
+        nodes[id] = nil
+        if byKey[node.data.key] == id { byKey[node.data.key] = nil }
+        return node.data
+    }
+}
+
+/// An open file or directory.
+/// @unchecked Sendable: `direntBuffer` is only touched while `position` is held.
+final class OpenFile: @unchecked Sendable {
+    let fd: Int32
+    let inode: InodeData
+    /// Serialises seek+getdents on a directory handle.
+    let position = Mutex<Void>(())
+    /// getdents64 buffer of a directory handle, reused across READDIR requests.
+    let direntBuffer: UnsafeMutableRawBufferPointer?
+    static let direntBufferSize = 32 * 1024
+
+    init(fd: Int32, inode: InodeData) {
+        self.fd = fd
+        self.inode = inode
+        direntBuffer = inode.isDirectory
+            ? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.direntBufferSize, alignment: 8) : nil
+    }
+
+    deinit {
+        Sys.close(fd)
+        direntBuffer?.deallocate()
+    }
+}
+
+struct HandleTable {
+    var files: [HandleID: OpenFile] = [:]
+    var nextID: HandleID = 1
+
+    mutating func insert(_ file: OpenFile) -> HandleID {
+        let id = nextID
+        nextID &+= 1
+        files[id] = file
+        return id
+    }
+}

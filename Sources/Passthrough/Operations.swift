@@ -1,0 +1,557 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import FUSE
+import Posix
+import Synchronization
+
+extension PassthroughFileSystem {
+    // MARK: - Session
+
+    public func initialize(capable: InitFlags) throws(Errno) -> InitFlags {
+        var wanted: InitFlags = [.asyncRead, .atomicOTrunc, .exportSupport, .bigWrites, .autoInvalData,
+                                 .asyncDIO, .parallelDirops, .maxPages, .createSuppGroup]
+        if configuration.posixLocks { wanted.insert(.posixLocks) }
+        if configuration.flock { wanted.insert(.flockLocks) }
+        if configuration.writeback { wanted.insert(.writebackCache) }
+        if configuration.readdirplus { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
+        if configuration.announceSubmounts { wanted.insert(.submounts) }
+        if configuration.killprivV2 { wanted.insert(.handleKillprivV2) }
+        if configuration.xattr { wanted.insert(.setxattrExt) }
+        if configuration.posixACL && configuration.xattr { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
+        if configuration.securityLabel { wanted.insert(.securityContext) }
+        if configuration.cache != .never { wanted.insert(.cacheSymlinks) }
+        let chosen = wanted.intersection(capable)
+        negotiated.store(chosen.rawValue, ordering: .relaxed)
+        return chosen
+    }
+
+    public func destroy() {
+        // Release outside the locks: dropping the last reference closes descriptors.
+        let files = handles.withLock { table -> [OpenFile] in
+            let all = Array(table.files.values)
+            table.files.removeAll()
+            return all
+        }
+        let nodes = inodes.withLock { table -> [Node] in
+            let dropped = table.nodes.filter { $0.key != rootNodeID }.map { $0.value }
+            table.nodes = table.nodes.filter { $0.key == rootNodeID }
+            table.byKey = table.byKey.filter { $0.value == rootNodeID }
+            return dropped
+        }
+        _ = (files.count, nodes.count)
+    }
+
+    // MARK: - Names
+
+    public func lookup(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) -> Entry {
+        let directory = try inode(parent)
+        if name.count > 0 && name.isDotOrDotDot {
+            return try lookupDot(parent: parent, directory: directory, dotdot: name.count == 2)
+        }
+        try checkName(name)
+        return try lookupChild(directory, name.cString)
+    }
+
+    /// "." is the directory itself; ".." never leaves the shared directory.
+    func lookupDot(parent: NodeID, directory: InodeData, dotdot: Bool) throws(Errno) -> Entry {
+        guard directory.isDirectory else { throw Errno.notDirectory }
+        if !dotdot || parent == rootNodeID {
+            let attributes = try stat(directory)
+            let id = inodes.withLock { $0.reference(directory.key) }
+            guard let id else { throw Errno.noEntry }
+            return makeEntry(id, attributes)
+        }
+        // Walk up to make sure the parent is still inside the share (the host may have moved things).
+        let up = try directory.withPathFD { (fd) throws(Errno) -> Int32 in try Sys.openat(fd, "..", CVFS_O_PATH | O_DIRECTORY) }
+        let inside: Bool
+        do {
+            inside = try isInsideShare(up)
+        } catch {
+            Sys.close(up)
+            throw error
+        }
+        guard inside else {
+            Sys.close(up)
+            throw Errno.noEntry
+        }
+        return try adopt(up)
+    }
+
+    /// True if the directory `fd` is the shared root or below it.
+    func isInsideShare(_ fd: Int32) throws(Errno) -> Bool {
+        var cursor = try Sys.dup(fd)
+        defer { Sys.close(cursor) }
+        // Bounded: a path cannot be deeper than PATH_MAX / 2 components.
+        for _ in 0..<(Int(PATH_MAX) / 2) {
+            let (st, mount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
+            if InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), mountID: mount) == root.key { return true }
+            let next = try Sys.openat(cursor, "..", CVFS_O_PATH | O_DIRECTORY)
+            Sys.close(cursor)
+            cursor = next
+            let (parent, parentMount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
+            // The host's "/" is its own parent.
+            if parent.st_ino == st.st_ino && parent.st_dev == st.st_dev && parentMount == mount { return false }
+        }
+        return false
+    }
+
+    public func forget(_ node: NodeID, count: UInt64) {
+        let dropped = inodes.withLock { $0.forget(node, count: count) }
+        _ = dropped // released here, outside the lock
+    }
+
+    // MARK: - Attributes
+
+    public func getattr(_ ctx: RequestContext, node: NodeID, handle: HandleID?) throws(Errno) -> AttributesReply {
+        if let handle, let file = handles.withLock({ $0.files[handle] }) {
+            return AttributesReply(attributes: try Sys.fstat(file.fd), timeout: timeout)
+        }
+        return AttributesReply(attributes: try stat(try inode(node)), timeout: timeout)
+    }
+
+    public func setattr(_ ctx: RequestContext, node: NodeID, _ attributes: SetAttributes) throws(Errno) -> AttributesReply {
+        try ensureWritable()
+        let data = try inode(node)
+        let valid = attributes.valid
+        let file: OpenFile? = try attributes.handle.map { (h) throws(Errno) -> OpenFile in try openFile(h) }
+        let killPriv = valid.contains(.killSuidGid) && isNegotiated(.handleKillprivV2)
+
+        if valid.contains(.mode) {
+            var mode = attributes.mode & 0o7777
+            if killPriv && ctx.uid != 0 {
+                // As chmod by a caller outside the file's group: setgid does not survive.
+                let st = try stat(data)
+                if st.st_gid != ctx.gid { mode &= ~S_ISGID }
+            }
+            if let file {
+                try Sys.fchmod(file.fd, mode)
+            } else {
+                // Through the magic link: reaches the file itself (a symlink is not followed further).
+                try data.withPathFD { (fd) throws(Errno) in
+                    try withProcName(fd) { (name) throws(Errno) in try Sys.fchmodat(procSelfFD, name, mode, flags: 0) }
+                }
+            }
+        }
+        if valid.contains(.uid) || valid.contains(.gid) {
+            let uid = valid.contains(.uid) ? attributes.uid : UInt32.max
+            let gid = valid.contains(.gid) ? attributes.gid : UInt32.max
+            try data.withPathFD { (fd) throws(Errno) in
+                try Sys.fchownat(fd, "", uid, gid, flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+            }
+            killRemappedCapability(data)
+        }
+        if valid.contains(.size) {
+            guard attributes.size <= UInt64(Int64.max) else { throw Errno.fileTooLarge }
+            let size = Int64(attributes.size)
+            if let file {
+                try Sys.ftruncate(file.fd, size)
+                if killPriv { killPrivileges(fd: file.fd) }
+            } else {
+                guard data.isRegular else { throw data.isDirectory ? Errno.isDirectory : Errno.invalidArgument }
+                try withIOFD(data, flags: O_WRONLY) { (fd) throws(Errno) in
+                    try Sys.ftruncate(fd, size)
+                    if killPriv { killPrivileges(fd: fd) }
+                }
+            }
+            if !killPriv { killRemappedCapability(data) }
+        }
+        if !valid.intersection([.atime, .mtime, .atimeNow, .mtimeNow]).isEmpty {
+            func time(_ set: Bool, _ now: Bool, _ value: timespec) -> timespec {
+                if now { return timespec(tv_sec: 0, tv_nsec: CVFS_UTIME_NOW) }
+                if set { return value }
+                return timespec(tv_sec: 0, tv_nsec: CVFS_UTIME_OMIT)
+            }
+            let times = (time(valid.contains(.atime), valid.contains(.atimeNow), attributes.atime),
+                         time(valid.contains(.mtime), valid.contains(.mtimeNow), attributes.mtime))
+            if let file {
+                try Sys.futimens(file.fd, times)
+            } else {
+                // The magic link leads to the file itself, symlinks included; it is not followed further.
+                try data.withPathFD { (fd) throws(Errno) in
+                    try withProcName(fd) { (name) throws(Errno) in try Sys.utimensat(procSelfFD, name, times, flags: 0) }
+                }
+            }
+        }
+        if let file { return AttributesReply(attributes: try Sys.fstat(file.fd), timeout: timeout) }
+        return AttributesReply(attributes: try stat(data), timeout: timeout)
+    }
+
+    public func readlink(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        let data = try inode(node)
+        guard data.isSymlink else { throw Errno.invalidArgument }
+        return try data.withPathFD { (fd) throws(Errno) -> Int in try Sys.readlinkat(fd, "", buffer) }
+    }
+
+    // MARK: - Creation
+
+    public func symlink(_ ctx: RequestContext, target: FileName, parent: NodeID, name: FileName, extras: CreateExtras) throws(Errno) -> Entry {
+        try ensureWritable()
+        try checkName(name)
+        if target.bytes.contains(0) { throw Errno.invalidArgument }
+        let directory = try inode(parent)
+        // The descriptor is made as the daemon (a handle needs CAP_DAC_READ_SEARCH); the call runs as the caller.
+        try directory.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
+                try Sys.symlinkat(target.cString, fd, name.cString)
+            }
+        }
+        return try finishCreation(directory, name, extras: extras)
+    }
+
+    public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
+        try ensureWritable()
+        try checkName(name)
+        let directory = try inode(parent)
+        let hostMode = creationMode(mode, parent: directory, extras: extras)
+        try directory.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
+                try Sys.mknodat(fd, name.cString, hostMode, dev_t(rdev))
+            }
+        }
+        return try finishCreation(directory, name, extras: extras)
+    }
+
+    public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
+        try ensureWritable()
+        try checkName(name)
+        let directory = try inode(parent)
+        let hostMode = creationMode(mode, parent: directory, extras: extras)
+        try directory.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
+                try Sys.mkdirat(fd, name.cString, hostMode)
+            }
+        }
+        return try finishCreation(directory, name, extras: extras)
+    }
+
+    public func unlink(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        try ensureWritable()
+        try checkName(name)
+        try inode(parent).withPathFD { (fd) throws(Errno) in try Sys.unlinkat(fd, name.cString, flags: 0) }
+    }
+
+    public func rmdir(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
+        try ensureWritable()
+        try checkName(name)
+        try inode(parent).withPathFD { (fd) throws(Errno) in try Sys.unlinkat(fd, name.cString, flags: CVFS_AT_REMOVEDIR) }
+    }
+
+    public func rename(_ ctx: RequestContext, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
+        try ensureWritable()
+        try checkName(name)
+        try checkName(newName)
+        let known = CVFS_RENAME_NOREPLACE | CVFS_RENAME_EXCHANGE | CVFS_RENAME_WHITEOUT
+        guard flags & ~known == 0 else { throw Errno.invalidArgument }
+        let from = try inode(parent)
+        let to = try inode(newParent)
+        try from.withPathFD { (ofd) throws(Errno) in
+            try to.withPathFD { (nfd) throws(Errno) in
+                // RENAME_WHITEOUT needs CAP_MKNOD, which the guest kernel already checked in the caller.
+                try Sys.renameat2(ofd, name.cString, nfd, newName.cString, flags: flags)
+            }
+        }
+    }
+
+    public func link(_ ctx: RequestContext, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
+        try ensureWritable()
+        try checkName(newName)
+        let data = try inode(node)
+        guard !data.isDirectory else { throw Errno.permissionDenied }
+        let directory = try inode(newParent)
+        try data.withPathFD { (fd) throws(Errno) in
+            try directory.withPathFD { (pfd) throws(Errno) in
+                try Sys.linkat(fd, "", pfd, newName.cString, flags: CVFS_AT_EMPTY_PATH)
+            }
+        }
+        return try lookupChild(directory, newName.cString)
+    }
+
+    // MARK: - Files
+
+    public func open(_ ctx: RequestContext, node: NodeID, flags: UInt32, killSuidGid: Bool) throws(Errno) -> OpenReply {
+        let data = try inode(node)
+        let hostFlags = hostOpenFlags(flags)
+        if hostFlags & O_ACCMODE != O_RDONLY || hostFlags & O_TRUNC != 0 { try ensureWritable() }
+        let fd = try reopen(data, flags: hostFlags)
+        if killSuidGid && isNegotiated(.handleKillprivV2) && hostFlags & O_TRUNC != 0 { killPrivileges(fd: fd) }
+        let handle = registerHandle(fd: fd, inode: data)
+        return OpenReply(handle: handle, flags: openReplyFlags(directory: data.isDirectory))
+    }
+
+    public func read<W: FuseWriter>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, into writer: inout W) throws(Errno) -> Int {
+        let file = try openFile(handle)
+        guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
+        let count = min(Int(size), writer.available)
+        if count <= 0 { return 0 }
+        let fd = file.fd
+        let result = try writer.withIOVecs(count: count) { (iov) throws(Errno) -> Int in
+            try Sys.preadv(fd, iov, Int64(offset))
+        }
+        guard let result else { throw Errno.invalidArgument }
+        return result
+    }
+
+    public func write<R: FuseReader>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, flags: UInt32, killSuidGid: Bool, from reader: inout R) throws(Errno) -> Int {
+        try ensureWritable()
+        let file = try openFile(handle)
+        guard offset <= UInt64(Int64.max), UInt64(Int64.max) - offset >= UInt64(size) else { throw Errno.fileTooLarge }
+        let fd = file.fd
+        let written = try reader.withIOVecs(count: Int(size)) { (iov) throws(Errno) -> Int in
+            try Sys.pwritev(fd, iov, Int64(offset))
+        }
+        guard let written else { throw Errno.invalidArgument }
+        if killSuidGid && isNegotiated(.handleKillprivV2) { killPrivileges(fd: fd) } else { killRemappedCapability(fd: fd) }
+        return written
+    }
+
+    public func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> statvfs {
+        let data = try inode(node)
+        return try data.withPathFD { (fd) throws(Errno) -> statvfs in try Sys.fstatvfs(fd) }
+    }
+
+    public func release(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32, lockOwner: UInt64?, flush: Bool, flockRelease: Bool) throws(Errno) {
+        // Closing the last descriptor of the open file description drops its OFD and flock locks.
+        let file = handles.withLock { $0.files.removeValue(forKey: handle) }
+        if flockRelease, let file { try? Sys.flock(file.fd, LOCK_UN) }
+    }
+
+    public func fsync(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
+        let file = try openFile(handle)
+        if datasync { try Sys.fdatasync(file.fd) } else { try Sys.fsync(file.fd) }
+    }
+
+    public func flush(_ ctx: RequestContext, node: NodeID, handle: HandleID, lockOwner: UInt64) throws(Errno) {
+        // Locks are open-file-description locks, released with the handle, not per close(2).
+        _ = try openFile(handle)
+    }
+
+    public func fsyncdir(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
+        try fsync(ctx, node: node, handle: handle, datasync: datasync)
+    }
+
+    public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        try ensureWritable()
+        try checkName(name)
+        let directory = try inode(parent)
+        let hostMode = creationMode(mode, parent: directory, extras: extras)
+        let hostFlags = hostOpenFlags(flags) | O_CREAT | O_NOFOLLOW | (Int32(bitPattern: flags) & O_EXCL)
+        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                try Sys.openat(pfd, name.cString, hostFlags, hostMode)
+            }
+        }
+        return try finishOpenCreation(fd: fd, extras: extras)
+    }
+
+    public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        try ensureWritable()
+        let directory = try inode(parent)
+        let hostMode = creationMode(mode, parent: directory, extras: extras)
+        var hostFlags = hostOpenFlags(flags) | CVFS_O_TMPFILE
+        if hostFlags & O_ACCMODE == O_RDONLY { hostFlags |= O_RDWR } // O_TMPFILE needs write access
+        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                try Sys.openat(pfd, ".", hostFlags, hostMode)
+            }
+        }
+        return try finishOpenCreation(fd: fd, extras: extras)
+    }
+
+    /// Turns a freshly created open file into an entry (with its own O_PATH descriptor) and a handle.
+    func finishOpenCreation(fd: Int32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        let entry: Entry
+        do {
+            try applySecurityContext(extras, fd: fd, inode: root)
+            let pathFD = try withProcName(fd) { (name) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, name, CVFS_O_PATH) }
+            entry = try adopt(pathFD)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        let data: InodeData
+        do {
+            data = try inode(entry.nodeID)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        let handle = registerHandle(fd: fd, inode: data)
+        return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
+    }
+
+    public func fallocate(_ ctx: RequestContext, node: NodeID, handle: HandleID, mode: UInt32, offset: UInt64, length: UInt64) throws(Errno) {
+        try ensureWritable()
+        let file = try openFile(handle)
+        guard offset <= UInt64(Int64.max), length <= UInt64(Int64.max) else { throw Errno.fileTooLarge }
+        try Sys.fallocate(file.fd, mode: Int32(bitPattern: mode), offset: Int64(offset), length: Int64(length))
+    }
+
+    public func lseek(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, whence: UInt32) throws(Errno) -> UInt64 {
+        let file = try openFile(handle)
+        guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
+        let position = try Sys.lseek(file.fd, Int64(offset), Int32(bitPattern: whence))
+        return UInt64(max(0, position))
+    }
+
+    public func copyFileRange(_ ctx: RequestContext, nodeIn: NodeID, handleIn: HandleID, offsetIn: UInt64,
+                              nodeOut: NodeID, handleOut: HandleID, offsetOut: UInt64, length: UInt64, flags: UInt64) throws(Errno) -> Int {
+        try ensureWritable()
+        let source = try openFile(handleIn)
+        let target = try openFile(handleOut)
+        guard offsetIn <= UInt64(Int64.max), offsetOut <= UInt64(Int64.max), flags <= UInt64(UInt32.max) else { throw Errno.invalidArgument }
+        let count = Int(clamping: min(length, UInt64(Int.max)))
+        return try Sys.copyFileRange(source.fd, Int64(offsetIn), target.fd, Int64(offsetOut), count, flags: UInt32(flags))
+    }
+
+    /// Syncs the shared directory's filesystem and every submount seen below it.
+    public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
+        _ = try inode(node)
+        let mounts = inodes.withLock { Array($0.mountFDs.values) }
+        if mounts.isEmpty {
+            try withIOFD(root, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.syncfs(fd) }
+        }
+        // The descriptors live as long as the filesystem object, which the caller holds.
+        for fd in mounts { try Sys.syncfs(fd) }
+    }
+
+    // MARK: - Access
+
+    public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) {
+        let data = try inode(node)
+        let wanted = Int32(bitPattern: mask) & (R_OK | W_OK | X_OK)
+        if wanted & W_OK != 0 && configuration.readonly { throw Errno.readOnlyFileSystem }
+        // The host kernel decides, with the caller's ids: mode bits, ACLs, read-only mounts.
+        try data.withPathFD { (fd) throws(Errno) in
+            try credentials.run(ctx, supplementaryGroup: nil) { () throws(Errno) in
+                try Sys.faccessat(fd, "", wanted, flags: AT_EACCESS | CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+            }
+        }
+    }
+
+    // MARK: - Directories
+
+    public func opendir(_ ctx: RequestContext, node: NodeID, flags: UInt32) throws(Errno) -> OpenReply {
+        let data = try inode(node)
+        guard data.isDirectory else { throw Errno.notDirectory }
+        let fd = try reopen(data, flags: O_RDONLY | O_DIRECTORY)
+        let handle = registerHandle(fd: fd, inode: data)
+        return OpenReply(handle: handle, flags: openReplyFlags(directory: true))
+    }
+
+    public func releasedir(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32) throws(Errno) {
+        _ = handles.withLock { $0.files.removeValue(forKey: handle) }
+    }
+
+    public func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno) {
+        let file = try openFile(handle)
+        guard file.inode.isDirectory else { throw Errno.notDirectory }
+        guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
+        guard let buffer = file.direntBuffer else { throw Errno.notDirectory }
+        try file.position.withLock { (_) throws(Errno) in
+            // Offsets are the host's d_off cookies: stable across calls and concurrent unlinks.
+            _ = try Sys.lseek(file.fd, Int64(offset), SEEK_SET)
+            var full = false
+            while !full {
+                let filled = try Sys.getdents64(file.fd, buffer)
+                if filled <= 0 { return }
+                var position = 0
+                while position + 19 < filled {
+                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: position + 16, as: UInt16.self))
+                    guard recordLength > 19, position + recordLength <= filled else { return }
+                    let hostInode = buffer.loadUnaligned(fromByteOffset: position, as: UInt64.self)
+                    let next = buffer.loadUnaligned(fromByteOffset: position + 8, as: Int64.self)
+                    let type = buffer[position + 18]
+                    let namePointer = (buffer.baseAddress! + position + 19).assumingMemoryBound(to: CChar.self)
+                    let nameLength = strnlen(namePointer, recordLength - 19)
+                    let name = FileName(cString: namePointer, count: nameLength)
+                    let entry = DirectoryEntry(inode: hostInode, nextOffset: UInt64(bitPattern: next), type: UInt32(type), name: name)
+                    guard sink.fits(nameLength: nameLength) else { full = true; break }
+                    var lookedUp: Entry? = nil
+                    if plus && !name.isDotOrDotDot {
+                        lookedUp = try? lookupChild(file.inode, namePointer)
+                    }
+                    if !sink.add(entry, plus: lookedUp) {
+                        if let lookedUp { forget(lookedUp.nodeID, count: 1) }
+                        full = true
+                        break
+                    }
+                    position += recordLength
+                }
+            }
+        }
+    }
+
+    // MARK: - Locks
+
+    func toHostLock(_ lock: FileLock) throws(Errno) -> flock {
+        var l = flock()
+        l.l_type = Int16(truncatingIfNeeded: lock.type)
+        l.l_whence = Int16(SEEK_SET)
+        guard lock.start <= UInt64(Int64.max) else { throw Errno.invalidArgument }
+        l.l_start = off_t(lock.start)
+        if lock.end == UInt64.max || lock.end >= UInt64(Int64.max) {
+            l.l_len = 0 // to the end of the file
+        } else {
+            guard lock.end >= lock.start else { throw Errno.invalidArgument }
+            l.l_len = off_t(lock.end - lock.start + 1)
+        }
+        l.l_pid = 0 // OFD locks require 0
+        return l
+    }
+
+    public func getlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock) throws(Errno) -> FileLock {
+        guard configuration.posixLocks else { throw Errno.noSys }
+        let file = try openFile(handle)
+        var l = try toHostLock(lock)
+        try Sys.fcntlLock(file.fd, CVFS_F_OFD_GETLK, &l)
+        if Int32(l.l_type) == F_UNLCK { return FileLock(start: lock.start, end: lock.end, type: F_UNLCK, pid: 0) }
+        let start = UInt64(max(0, l.l_start))
+        let end = l.l_len == 0 ? UInt64(Int64.max) : start &+ UInt64(max(1, l.l_len)) &- 1
+        return FileLock(start: start, end: end, type: Int32(l.l_type), pid: UInt32(bitPattern: l.l_pid))
+    }
+
+    static let lockPollNanoseconds = 10_000_000
+
+    public func setlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, wait: Bool, flock isFlock: Bool) throws(Errno) {
+        let file = try openFile(handle)
+        if isFlock {
+            guard configuration.flock else { throw Errno.noSys }
+            let operation: Int32
+            switch lock.type {
+            case F_RDLCK: operation = LOCK_SH
+            case F_WRLCK: operation = LOCK_EX
+            case F_UNLCK: operation = LOCK_UN
+            default: throw Errno.invalidArgument
+            }
+            try retryLock(wait: wait && operation != LOCK_UN) { () throws(Errno) in
+                try Sys.flock(file.fd, operation | LOCK_NB)
+            }
+            return
+        }
+        guard configuration.posixLocks else { throw Errno.noSys }
+        guard lock.type == F_RDLCK || lock.type == F_WRLCK || lock.type == F_UNLCK else { throw Errno.invalidArgument }
+        var l = try toHostLock(lock)
+        try retryLock(wait: wait && lock.type != F_UNLCK) { () throws(Errno) in
+            try Sys.fcntlLock(file.fd, CVFS_F_OFD_SETLK, &l)
+        }
+    }
+
+    /// Tries a non-blocking lock; when asked to wait, polls up to a bound so no queue thread blocks forever.
+    func retryLock(wait: Bool, _ attempt: () throws(Errno) -> Void) throws(Errno) {
+        var waited = 0
+        while true {
+            do {
+                try attempt()
+                return
+            } catch {
+                guard error == .wouldBlock || error == .accessDenied else { throw error }
+                guard wait else { throw Errno.wouldBlock }
+                guard waited < configuration.lockWaitLimitNanoseconds else { throw Errno.interrupted }
+                Sys.sleep(nanoseconds: Self.lockPollNanoseconds)
+                waited += Self.lockPollNanoseconds
+            }
+        }
+    }
+}

@@ -1,0 +1,454 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import FUSE
+import Posix
+import Synchronization
+import XattrMap
+
+/// Marks threads that have their own working directory (for path-based xattr calls).
+/// One key for the process: keys are a limited resource.
+private let privateCWDKey: pthread_key_t? = try? Sys.threadKeyCreate()
+
+/// The `FileSystem` that serves a host directory: every guest node is a host
+/// file held as an O_PATH descriptor (or a file handle), every name is resolved
+/// one component at a time from its parent's descriptor, and files are opened
+/// for I/O through /proc/self/fd so no guest-made symlink is ever followed.
+public final class PassthroughFileSystem: FileSystem {
+    let configuration: PassthroughConfiguration
+    let logger: Logger
+    let procSelfFD: Int32
+    let root: InodeData
+    let inodes = Mutex(InodeTable())
+    let handles = Mutex(HandleTable())
+    let descriptorCount = DescriptorCount()
+    let fdBudget: Int
+    let credentials = Credentials()
+    /// The INIT flags in force after negotiation.
+    let negotiated = Atomic<UInt64>(0)
+    let timeout: Timeout
+    let useOpenat2: Bool
+    /// The xattr name rules, if any.
+    let xattrNames: (any XattrNameMapping)?
+    /// The host name `security.capability` is stored under when the rules rename it (NUL-terminated).
+    let remappedCapabilityName: [CChar]?
+
+    public convenience init(configuration: PassthroughConfiguration, logger: Logger) throws(Errno) {
+        try self.init(configuration: configuration, logger: logger, xattrNames: configuration.xattrMap)
+    }
+
+    init(configuration: PassthroughConfiguration, logger: Logger, xattrNames: (any XattrNameMapping)?) throws(Errno) {
+        self.configuration = configuration
+        self.logger = logger
+        self.xattrNames = xattrNames
+        if let xattrNames,
+           case .rename(let bytes) = Array("security.capability".utf8).withUnsafeBufferPointer({ xattrNames.mapClientName($0) }) {
+            remappedCapabilityName = bytes.map { CChar(bitPattern: $0) } + [0]
+        } else {
+            remappedCapabilityName = nil
+        }
+        if let budget = configuration.fdBudget {
+            fdBudget = max(0, budget)
+        } else {
+            let limit = try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue))
+            let current = Int(clamping: limit.rlim_cur)
+            // Keep a reserve for open files, directories and the transport.
+            fdBudget = max(0, current - max(64, current / 4))
+        }
+        timeout = Timeout(configuration.timeout ?? configuration.cache.defaultTimeout)
+        guard privateCWDKey != nil else { throw Errno.noMemory }
+
+        let ownProcSelfFD = configuration.procSelfFD == nil
+        if let given = configuration.procSelfFD {
+            procSelfFD = given
+        } else {
+            procSelfFD = try Sys.openat(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY)
+        }
+        let rootFD: Int32
+        let identity: (stat, UInt64)
+        do throws(Errno) {
+            rootFD = try Sys.openat(AT_FDCWD, configuration.root, CVFS_O_PATH | O_DIRECTORY)
+            do {
+                identity = try Sys.statxIdentity(rootFD, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+            } catch {
+                Sys.close(rootFD)
+                throw error
+            }
+        } catch {
+            if ownProcSelfFD { Sys.close(procSelfFD) }
+            throw error
+        }
+        let key = InodeKey(device: UInt64(identity.0.st_dev), inode: UInt64(identity.0.st_ino), mountID: identity.1)
+        root = InodeData(key: key, fileType: identity.0.st_mode & S_IFMT, fd: rootFD, count: descriptorCount)
+        // openat2 with RESOLVE_BENEATH is the stronger check where the kernel has it.
+        if let probe = try? Sys.openat2(rootFD, ".", flags: CVFS_O_PATH, resolve: CVFS_RESOLVE_BENEATH) {
+            Sys.close(probe)
+            useOpenat2 = true
+        } else {
+            useOpenat2 = false
+        }
+        let rootInode = root
+        // open_by_handle_at needs a real descriptor on the mount; the root's serves its mount.
+        let rootMountFD = try? Sys.openat(rootFD, ".", O_RDONLY | O_DIRECTORY)
+        inodes.withLock { table in
+            table.nodes[rootNodeID] = Node(data: rootInode, lookups: 1)
+            table.byKey[key] = rootNodeID
+            if let rootMountFD { table.mountFDs[key.mountID] = rootMountFD }
+        }
+        // The guest's mode arrives with its umask already applied (or applied by us with DONT_MASK).
+        Sys.umask(0)
+        logger.debug("passthrough: sharing \(configuration.root), cache \(configuration.cache.rawValue), descriptor budget \(fdBudget), openat2 \(useOpenat2 ? "yes" : "no")")
+    }
+
+    deinit {
+        if configuration.procSelfFD == nil { Sys.close(procSelfFD) }
+        for (_, fd) in inodes.withLock({ $0.mountFDs }) { Sys.close(fd) }
+    }
+
+    // MARK: - Helpers
+
+    func isNegotiated(_ flag: InitFlags) -> Bool {
+        InitFlags(rawValue: negotiated.load(ordering: .relaxed)).contains(flag)
+    }
+
+    func inode(_ id: NodeID) throws(Errno) -> InodeData {
+        guard let data = inodes.withLock({ $0.nodes[id]?.data }) else { throw Errno.badFileDescriptor }
+        return data
+    }
+
+    func openFile(_ id: HandleID) throws(Errno) -> OpenFile {
+        guard let file = handles.withLock({ $0.files[id] }) else { throw Errno.badFileDescriptor }
+        return file
+    }
+
+    func ensureWritable() throws(Errno) {
+        if configuration.readonly { throw Errno.readOnlyFileSystem }
+    }
+
+    /// Rejects names that are not exactly one host path component.
+    func checkName(_ name: FileName) throws(Errno) {
+        if name.count == 0 { throw Errno.noEntry }
+        if name.count > Int(NAME_MAX) { throw Errno.nameTooLong }
+        // An embedded NUL would make the system call see a different, shorter name.
+        if name.bytes.contains(0) || name.containsSlash || name.isDotOrDotDot { throw Errno.invalidArgument }
+    }
+
+    /// Formats `fd` as the decimal name of its /proc/self/fd entry.
+    func withProcName<T>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+        var digits: (UInt64, UInt64) = (0, 0) // 16 bytes: enough for any Int32 and a NUL
+        return try withUnsafeMutableBytes(of: &digits) { (raw) throws(Errno) -> T in
+            // Count the digits, then fill them from the end; no allocation on this hot path.
+            var length = 1
+            var probe = UInt32(bitPattern: fd) / 10
+            while probe > 0 { length += 1; probe /= 10 }
+            var value = UInt32(bitPattern: fd)
+            for index in stride(from: length - 1, through: 0, by: -1) {
+                raw[index] = UInt8(48 + value % 10)
+                value /= 10
+            }
+            raw[length] = 0
+            return try body(raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+        }
+    }
+
+    /// Opens `inode` for I/O with `flags`, never following a symlink.
+    func reopen(_ inode: InodeData, flags: Int32) throws(Errno) -> Int32 {
+        // O_PATH descriptors of symlinks and special files are never reopened for I/O.
+        if inode.isSymlink { throw Errno.loop }
+        guard inode.isRegular || inode.isDirectory else { throw Errno.permissionDenied }
+        let cleaned = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH | (CVFS_O_TMPFILE & ~O_DIRECTORY))
+        if inode.isHandle { return try inode.openFromHandle(flags: cleaned) }
+        return try withProcName(inode.fd) { (name) throws(Errno) -> Int32 in
+            try Sys.openat(procSelfFD, name, cleaned)
+        }
+    }
+
+    func stat(_ inode: InodeData) throws(Errno) -> stat {
+        try inode.withPathFD { (fd) throws(Errno) -> stat in
+            try Sys.fstatat(fd, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+        }
+    }
+
+    func makeEntry(_ id: NodeID, _ attributes: stat) -> Entry {
+        Entry(nodeID: id, generation: 0, attributes: attributes, attributesTimeout: timeout, entryTimeout: timeout)
+    }
+
+    /// Opens one component below `parent` as O_PATH without following symlinks.
+    func openChild(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Int32 {
+        try parent.withPathFD { (pfd) throws(Errno) -> Int32 in
+            if useOpenat2 {
+                return try Sys.openat2(pfd, name, flags: CVFS_O_PATH | O_NOFOLLOW,
+                                       resolve: CVFS_RESOLVE_BENEATH | CVFS_RESOLVE_NO_MAGICLINKS)
+            }
+            return try Sys.openat(pfd, name, CVFS_O_PATH | O_NOFOLLOW)
+        }
+    }
+
+    /// Looks up `name` in `parent` and takes one lookup count.
+    func lookupChild(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        let fd = try openChild(parent, name)
+        let (entry, key) = try adoptKeyed(fd)
+        // A directory on another mount than its parent is the root of a submount.
+        if key.mountID != parent.key.mountID && entry.attributes.st_mode & S_IFMT == S_IFDIR {
+            // Remember the mount: syncfs covers it, and file handles on it can be opened.
+            if let child = try? inode(entry.nodeID) {
+                _ = try? child.withPathFD { (fd) throws(Errno) -> Int32 in try mountDescriptor(for: key.mountID, from: fd, fileType: S_IFDIR) }
+            }
+            if configuration.announceSubmounts {
+                inodes.withLock { table in table.nodes[entry.nodeID]?.isSubmount = true }
+                var flagged = entry
+                flagged.attributeFlags = UInt32(FUSE_ATTR_SUBMOUNT)
+                return flagged
+            }
+        }
+        return entry
+    }
+
+    /// FUSE_ATTR_* flags for `node`'s attributes: FUSE_ATTR_SUBMOUNT for a submount root
+    /// when `announceSubmounts` is on (entries carry them in `Entry.attributeFlags`;
+    /// this is for GETATTR replies, whose `AttributesReply` has no such field).
+    public func attributeFlags(for node: NodeID) -> UInt32 {
+        inodes.withLock { $0.nodes[node]?.isSubmount ?? false } ? UInt32(FUSE_ATTR_SUBMOUNT) : 0
+    }
+
+    /// Enters an O_PATH descriptor into the table (taking ownership of it) with one lookup.
+    func adopt(_ fd: Int32) throws(Errno) -> Entry {
+        try adoptKeyed(fd).0
+    }
+
+    func adoptKeyed(_ fd: Int32) throws(Errno) -> (Entry, InodeKey) {
+        let identity: (stat, UInt64)
+        do {
+            identity = try Sys.statxIdentity(fd, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        let attributes = identity.0
+        let key = InodeKey(device: UInt64(attributes.st_dev), inode: UInt64(attributes.st_ino), mountID: identity.1)
+        dropIfReused(key, fd: fd)
+        if let id = inodes.withLock({ $0.reference(key) }) {
+            Sys.close(fd)
+            return (makeEntry(id, attributes), key)
+        }
+        let data: InodeData
+        do {
+            data = try represent(fd, key: key, fileType: attributes.st_mode & S_IFMT)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        // Another thread may have entered the same file meanwhile: keep one node.
+        // The losing `data` is released after the lock, closing its descriptor.
+        let id = inodes.withLock { table -> NodeID in
+            if let id = table.reference(key) { return id }
+            return table.insert(data)
+        }
+        return (makeEntry(id, attributes), key)
+    }
+
+    /// A node held by handle does not pin its inode: once the file is gone its
+    /// inode number can come back as another file. The handle (which carries the
+    /// generation) tells them apart; a mismatch unmaps the old node so a new one is made.
+    func dropIfReused(_ key: InodeKey, fd: Int32) {
+        let existing = inodes.withLock { table -> (NodeID, InodeData)? in
+            guard let id = table.byKey[key], let node = table.nodes[id] else { return nil }
+            return (id, node.data)
+        }
+        guard let (id, data) = existing, data.isHandle, let fresh = try? fileHandle(fd), fresh != data.handle else { return }
+        inodes.withLock { table in
+            if table.byKey[key] == id { table.byKey[key] = nil }
+        }
+    }
+
+    /// Decides fd or handle for a new inode; consumes `fd` only on success.
+    func represent(_ fd: Int32, key: InodeKey, fileType: mode_t) throws(Errno) -> InodeData {
+        let overBudget = descriptorCount.value.load(ordering: .relaxed) >= fdBudget
+        guard configuration.inodeFileHandles != .never || overBudget else {
+            return InodeData(key: key, fileType: fileType, fd: fd, count: descriptorCount)
+        }
+        do {
+            let handle = try fileHandle(fd)
+            let mountFD = try mountDescriptor(for: key.mountID, from: fd, fileType: fileType)
+            Sys.close(fd)
+            return InodeData(key: key, fileType: fileType, handle: handle, mountFD: mountFD)
+        } catch {
+            if configuration.inodeFileHandles == .mandatory { throw error }
+            // No handles here (or no mount descriptor yet): hold the descriptor after all.
+            return InodeData(key: key, fileType: fileType, fd: fd, count: descriptorCount)
+        }
+    }
+
+    func fileHandle(_ fd: Int32) throws(Errno) -> [UInt8] {
+        let capacity = Int(CVFS_MAX_HANDLE_SZ)
+        var buffer = [UInt8](repeating: 0, count: 8 + capacity)
+        let result = buffer.withUnsafeMutableBytes { (raw) -> Result<Int, Errno> in
+            raw.storeBytes(of: UInt32(capacity), toByteOffset: 0, as: UInt32.self)
+            return Result { () throws(Errno) -> Int in
+                _ = try Sys.nameToHandleAt(fd, "", raw.baseAddress!, flags: CVFS_AT_EMPTY_PATH)
+                return Int(raw.load(fromByteOffset: 0, as: UInt32.self))
+            }
+        }
+        let length = try result.get()
+        guard length <= capacity else { throw Errno.overflow }
+        return Array(buffer.prefix(8 + length))
+    }
+
+    /// A real descriptor on mount `mountID` for open_by_handle_at, made once per mount.
+    func mountDescriptor(for mountID: UInt64, from fd: Int32, fileType: mode_t) throws(Errno) -> Int32 {
+        if let existing = inodes.withLock({ $0.mountFDs[mountID] }) { return existing }
+        // open_by_handle_at wants an openable descriptor; only a directory is safe to open.
+        guard fileType == S_IFDIR else { throw Errno.badFileDescriptor }
+        let opened = try withProcName(fd) { (name) throws(Errno) -> Int32 in
+            try Sys.openat(procSelfFD, name, O_RDONLY | O_DIRECTORY)
+        }
+        let kept = inodes.withLock { table -> (Int32, Bool) in
+            if let existing = table.mountFDs[mountID] { return (existing, false) }
+            table.mountFDs[mountID] = opened
+            return (opened, true)
+        }
+        if !kept.1 { Sys.close(opened) }
+        return kept.0
+    }
+
+    /// Runs `body` with a descriptor fit for f*xattr/fchmod/ftruncate on `inode`.
+    func withIOFD<T>(_ inode: InodeData, flags: Int32, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
+        let fd = try reopen(inode, flags: flags | O_NONBLOCK)
+        defer { Sys.close(fd) }
+        return try body(fd)
+    }
+
+    /// Runs a path-based call on "/proc/self/fd/N" for symlinks and special files,
+    /// which cannot be opened: the thread gets a private working directory once.
+    func withProcPath<T>(_ inode: InodeData, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+        guard let key = privateCWDKey else { throw Errno.noMemory }
+        if Sys.threadValue(key) == nil {
+            try Sys.unshare(CVFS_CLONE_FS)
+            Sys.setThreadValue(key, UnsafeMutableRawPointer(bitPattern: 1))
+        }
+        try Sys.fchdir(procSelfFD)
+        return try inode.withPathFD { (fd) throws(Errno) -> T in
+            try withProcName(fd) { (name) throws(Errno) -> T in try body(name) }
+        }
+    }
+
+    /// The host name for a guest xattr name (after the xattr map), NUL-terminated.
+    /// `reading`: a name a `bad` rule refuses "does not exist" (ENODATA) for getxattr, as in QEMU's virtiofsd.
+    func hostXattrName<T>(_ name: FileName, reading: Bool = false, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+        guard let map = xattrNames else { return try body(name.cString) }
+        switch map.mapClientName(name.bytes) {
+        case .pass:
+            return try body(name.cString)
+        case .rename(let bytes):
+            var terminated = bytes.map { CChar(bitPattern: $0) }
+            terminated.append(0)
+            return try terminated.withUnsafeBufferPointer { (b) throws(Errno) -> T in
+                try body(b.baseAddress!)
+            }
+        case .deny(let errno):
+            if reading && errno == EPERM { throw Errno.noData }
+            throw Errno(errno)
+        }
+    }
+
+    /// Clears setuid (and setgid when group-executable) as the kernel does when
+    /// an unprivileged writer changes a file; drops a remapped file capability too.
+    func killPrivileges(fd: Int32) {
+        if let st = try? Sys.fstat(fd) {
+            var mode = st.st_mode & 0o7777
+            let before = mode
+            mode &= ~S_ISUID
+            if st.st_mode & S_IXGRP != 0 { mode &= ~S_ISGID }
+            if mode != before { try? Sys.fchmod(fd, mode) }
+        }
+        killRemappedCapability(fd: fd)
+    }
+
+    /// The host drops `security.capability` itself on write, truncate and chown;
+    /// under a renamed name it is an ordinary xattr, so we drop it.
+    func killRemappedCapability(fd: Int32) {
+        guard let name = remappedCapabilityName else { return }
+        name.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            _ = try? Sys.fremovexattr(fd, base)
+        }
+    }
+
+    func killRemappedCapability(_ inode: InodeData) {
+        guard remappedCapabilityName != nil, inode.isRegular else { return }
+        if let fd = try? reopen(inode, flags: O_RDONLY | O_NONBLOCK) {
+            killRemappedCapability(fd: fd)
+            Sys.close(fd)
+        }
+    }
+
+    /// The open flags the host gets for the guest's `flags`.
+    func hostOpenFlags(_ guestFlags: UInt32) -> Int32 {
+        var flags = Int32(bitPattern: guestFlags)
+        if configuration.writeback {
+            // The kernel may read to fill partial pages, and handles O_APPEND itself.
+            if flags & O_ACCMODE == O_WRONLY { flags = (flags & ~O_ACCMODE) | O_RDWR }
+            flags &= ~O_APPEND
+        }
+        if !configuration.allowDirectIO { flags &= ~CVFS_O_DIRECT }
+        if !configuration.preserveNoatime { flags &= ~CVFS_O_NOATIME }
+        // OPEN never creates: O_CREAT, and O_TMPFILE on a directory, would make files as the daemon.
+        let tmpfileBit = CVFS_O_TMPFILE & ~O_DIRECTORY
+        return flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH | tmpfileBit)
+    }
+
+    func openReplyFlags(directory: Bool) -> OpenReplyFlags {
+        switch configuration.cache {
+        case .never, .metadata: return directory ? [] : .directIO
+        case .auto: return []
+        case .always: return directory ? [.cacheDirectory, .keepCache] : .keepCache
+        }
+    }
+
+    func registerHandle(fd: Int32, inode: InodeData) -> HandleID {
+        let file = OpenFile(fd: fd, inode: inode)
+        return handles.withLock { $0.insert(file) }
+    }
+
+    /// The mode a creation request should use on the host.
+    func creationMode(_ mode: UInt32, parent: InodeData, extras: CreateExtras) -> mode_t {
+        guard isNegotiated(.dontMask) else { return mode }
+        // With POSIX ACLs the kernel left the umask to us; a default ACL on the parent replaces it.
+        if configuration.posixACL, parentHasDefaultACL(parent) { return mode }
+        return mode & ~(extras.umask & 0o777)
+    }
+
+    func parentHasDefaultACL(_ parent: InodeData) -> Bool {
+        let size = try? withIOFD(parent, flags: O_RDONLY | O_DIRECTORY) { (fd) throws(Errno) -> Int in
+            try Sys.fgetxattr(fd, "system.posix_acl_default", nil)
+        }
+        return (size ?? 0) > 0
+    }
+
+    /// Sets the security context the guest sent on a node just created, before the entry is returned.
+    /// Window: the node is visible on the host between its creation and this call.
+    func applySecurityContext(_ extras: CreateExtras, fd: Int32?, inode: InodeData) throws(Errno) {
+        guard configuration.securityLabel, let name = extras.securityContextName,
+              let value = extras.securityContextValue else { return }
+        if let fd {
+            try Sys.fsetxattr(fd, name.cString, value, flags: 0)
+        } else if inode.isRegular || inode.isDirectory {
+            try withIOFD(inode, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.fsetxattr(fd, name.cString, value, flags: 0) }
+        } else {
+            try withProcPath(inode) { (path) throws(Errno) in try Sys.setxattr(path, name.cString, value, flags: 0) }
+        }
+    }
+
+    /// After a creation: looks the new name up and labels it.
+    func finishCreation(_ parent: InodeData, _ name: FileName, extras: CreateExtras) throws(Errno) -> Entry {
+        let entry = try lookupChild(parent, name.cString)
+        do {
+            try applySecurityContext(extras, fd: nil, inode: try inode(entry.nodeID))
+        } catch {
+            forget(entry.nodeID, count: 1)
+            throw error
+        }
+        return entry
+    }
+}

@@ -1,0 +1,130 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import FUSE
+import Posix
+import XattrMap
+
+/// The two questions the backend asks the xattr name rules (`XattrMap` answers them).
+protocol XattrNameMapping: Sendable {
+    func mapClientName(_ name: UnsafeBufferPointer<UInt8>) -> ClientNameMapping
+    func mapServerName(_ name: UnsafeBufferPointer<UInt8>) -> ServerNameMapping
+}
+
+extension XattrMap: XattrNameMapping {}
+
+extension PassthroughFileSystem {
+    /// Regular files and directories are opened and use f*xattr; symlinks and
+    /// special files cannot be opened safely and go through their /proc/self/fd path.
+    func withXattrTarget<T>(_ inode: InodeData,
+                            fd fdBody: (Int32) throws(Errno) -> T,
+                            path pathBody: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+        if inode.isRegular || inode.isDirectory {
+            return try withIOFD(inode, flags: O_RDONLY) { (fd) throws(Errno) -> T in try fdBody(fd) }
+        }
+        return try withProcPath(inode) { (path) throws(Errno) -> T in try pathBody(path) }
+    }
+
+    public func setxattr(_ ctx: RequestContext, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: UInt32, extFlags: UInt32) throws(Errno) {
+        guard configuration.xattr else { throw Errno.noSys }
+        try ensureWritable()
+        if name.bytes.contains(0) { throw Errno.invalidArgument }
+        let data = try inode(node)
+        let hostFlags = Int32(bitPattern: flags) & (CVFS_XATTR_CREATE | CVFS_XATTR_REPLACE)
+        let isAccessACL = name.bytes.elementsEqual("system.posix_acl_access".utf8)
+        try hostXattrName(name) { (hostName) throws(Errno) in
+            try withXattrTarget(data, fd: { (fd) throws(Errno) in
+                try Sys.fsetxattr(fd, hostName, value, flags: hostFlags)
+                // Setting an access ACL may change the mode; a caller outside the group loses setgid.
+                if isAccessACL && extFlags & UInt32(FUSE_SETXATTR_ACL_KILL_SGID) != 0 {
+                    let st = try Sys.fstat(fd)
+                    if st.st_mode & S_ISGID != 0 && ctx.uid != 0 && st.st_gid != ctx.gid {
+                        try Sys.fchmod(fd, st.st_mode & 0o7777 & ~S_ISGID)
+                    }
+                }
+            }, path: { (path) throws(Errno) in
+                try Sys.setxattr(path, hostName, value, flags: hostFlags)
+            })
+        }
+    }
+
+    public func getxattr(_ ctx: RequestContext, node: NodeID, name: FileName, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        guard configuration.xattr else { throw Errno.noSys }
+        if name.bytes.contains(0) { throw Errno.invalidArgument }
+        let data = try inode(node)
+        // A zero-sized buffer is a size query, as for the system call.
+        let target = (buffer?.count ?? 0) == 0 ? nil : buffer
+        return try hostXattrName(name, reading: true) { (hostName) throws(Errno) -> Int in
+            try withXattrTarget(data, fd: { (fd) throws(Errno) -> Int in
+                try Sys.fgetxattr(fd, hostName, target)
+            }, path: { (path) throws(Errno) -> Int in
+                try Sys.getxattr(path, hostName, target)
+            })
+        }
+    }
+
+    public func listxattr(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        guard configuration.xattr else { throw Errno.noSys }
+        let data = try inode(node)
+        let target = (buffer?.count ?? 0) == 0 ? nil : buffer
+        func list(_ into: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+            try withXattrTarget(data, fd: { (fd) throws(Errno) -> Int in
+                try Sys.flistxattr(fd, into)
+            }, path: { (path) throws(Errno) -> Int in
+                try Sys.listxattr(path, into)
+            })
+        }
+        guard let map = xattrNames else { return try list(target) }
+
+        // With a map, read the whole host list, then filter and rename; sizes are of the result.
+        var hostList: [UInt8] = []
+        var attempts = 0
+        while true {
+            let size = try list(nil)
+            if size == 0 { break }
+            hostList = [UInt8](repeating: 0, count: size)
+            let result = hostList.withUnsafeMutableBytes { (raw) -> Result<Int, Errno> in
+                Result { () throws(Errno) -> Int in try list(raw) }
+            }
+            switch result {
+            case .success(let n):
+                hostList.removeSubrange(n...)
+            case .failure(let e) where e == .range && attempts < 8:
+                attempts += 1 // the list grew between the two calls
+                continue
+            case .failure(let e):
+                throw e
+            }
+            break
+        }
+        var guestList: [UInt8] = []
+        for name in hostList.split(separator: 0, omittingEmptySubsequences: true) {
+            let mapping = Array(name).withUnsafeBufferPointer { map.mapServerName($0) }
+            switch mapping {
+            case .pass: guestList.append(contentsOf: name)
+            case .rename(let renamed): guestList.append(contentsOf: renamed)
+            case .hide: continue
+            }
+            guestList.append(0)
+        }
+        guard let target else { return guestList.count }
+        guard guestList.count <= target.count else { throw Errno.range }
+        guestList.withUnsafeBytes { target.copyMemory(from: $0) }
+        return guestList.count
+    }
+
+    public func removexattr(_ ctx: RequestContext, node: NodeID, name: FileName) throws(Errno) {
+        guard configuration.xattr else { throw Errno.noSys }
+        try ensureWritable()
+        if name.bytes.contains(0) { throw Errno.invalidArgument }
+        let data = try inode(node)
+        try hostXattrName(name) { (hostName) throws(Errno) in
+            try withXattrTarget(data, fd: { (fd) throws(Errno) in
+                try Sys.fremovexattr(fd, hostName)
+            }, path: { (path) throws(Errno) in
+                try Sys.removexattr(path, hostName)
+            })
+        }
+    }
+}
