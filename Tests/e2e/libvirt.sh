@@ -81,7 +81,7 @@ cleanup() {
     for d in "${MADE_DIRS[@]}"; do rmdir "$d" 2>/dev/null || true; done
     for pid in "${STARTED_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || continue
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        for _ in $(seq 1 50); do running "$pid" || break; sleep 0.2; done
         kill -KILL "$pid" 2>/dev/null || true
     done
     if [ -n "$TMP" ] && [ -z "$KEEP" ]; then rm -rf "$TMP"; fi
@@ -105,11 +105,19 @@ ensure_packages() {
         || die "could not install ${missing[*]}"
 }
 
+# running PID: true while PID exists and is not a zombie waiting to be reaped.
+running() {
+    local state
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # pid_alive PIDFILE: true when the pid file names a live process.
 pid_alive() {
     local pid
     pid=$(cat "$1" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    case "$pid" in ''|*[!0-9]*) return 1 ;; esac
+    running "$pid"
 }
 
 # start_daemon NAME PIDFILE: starts NAME -d (no systemd here) unless it runs,
@@ -344,6 +352,10 @@ note "daemon under test: $DAEMON"
 note "$(virsh -c "$URI" version 2>/dev/null | tr '\n' ' ')"
 
 run_domain binarypath " path='$(xml "$DAEMON")'"
+
+if grep -qsF "\"$DAEMON\"" "${DESCRIPTOR_DIRS[0]}"/*.json; then
+    note "note: $DAEMON has a packaged descriptor too, so the next run cannot tell which descriptor libvirt used"
+fi
 
 note "installing a vhost-user descriptor for $DAEMON"
 if install_descriptor; then

@@ -21,7 +21,16 @@ lacks() { ! grep -qF -- "$2" "$1"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/libvirt-selftest.XXXXXX") || exit 2
 chmod 0755 "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+# A descriptor for another fs daemon that sorts before the one libvirt.sh installs.
+EARLIER=/etc/qemu/vhost-user/0-libvirt-selftest-earlier.json
+MADE_DIRS=()
+cleanup() {
+    rm -f "$EARLIER"
+    for d in "${MADE_DIRS[@]}"; do rmdir "$d" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 tmp_dirs_before=$(ls -d "${TMPDIR:-/tmp}"/swift-virtiofsd-libvirt.* 2>/dev/null | wc -l)
 
 # A daemon that refuses its arguments: QEMU then sees only "Connection refused".
@@ -36,7 +45,12 @@ cat > "$WORK/wrong-dir-daemon" <<EOF
 #!/bin/sh
 exec "$GOOD" "\$@" -o source=$WORK/elsewhere
 EOF
-chmod 0755 "$WORK/rejecting-daemon" "$WORK/wrong-dir-daemon"
+# A working daemon under another name, so we can tell which one libvirt launched.
+cat > "$WORK/renamed-daemon" <<EOF
+#!/bin/sh
+exec "$GOOD" "\$@"
+EOF
+chmod 0755 "$WORK/rejecting-daemon" "$WORK/wrong-dir-daemon" "$WORK/renamed-daemon"
 
 echo "---- rejecting daemon"
 rc=0; "$SCRIPT" --daemon "$WORK/rejecting-daemon" --timeout 60 > "$WORK/rejecting.out" 2>&1 || rc=$?
@@ -59,6 +73,19 @@ expect "wrong dir: descriptor run reports the same" has "$WORK/wrong.out" "FAIL 
 expect "wrong dir: the marker went where the daemon shared" [ -s "$WORK/elsewhere/libvirt-marker.txt" ]
 expect "wrong dir: descriptor removed" [ ! -e /etc/qemu/vhost-user/00-swift-virtiofsd-e2e.json ]
 
+echo "---- another fs descriptor sorts first"
+for d in /etc/qemu /etc/qemu/vhost-user; do
+    if [ ! -d "$d" ]; then mkdir -m 0755 "$d" && MADE_DIRS=("$d" "${MADE_DIRS[@]}"); fi
+done
+printf '{ "type": "fs", "binary": "%s" }\n' "$GOOD" > "$EARLIER"
+rc=0; "$SCRIPT" --daemon "$WORK/renamed-daemon" > "$WORK/earlier.out" 2>&1 || rc=$?
+rm -f "$EARLIER"
+expect "earlier descriptor: exit status 1" [ "$rc" = 1 ]
+expect "earlier descriptor: run by path unaffected" has "$WORK/earlier.out" "PASS binarypath: libvirt launched $WORK/renamed-daemon"
+expect "earlier descriptor: lookup order reported" has "$WORK/earlier.out" "FAIL descriptor: libvirt would pick '$EARLIER' before ours"
+expect "earlier descriptor: launch of the other daemon reported" has "$WORK/earlier.out" "FAIL descriptor: libvirt launched '$GOOD', want $WORK/renamed-daemon"
+expect "earlier descriptor: counted" has "$WORK/earlier.out" "12 passed, 2 failed"
+
 echo "---- working daemon ($GOOD)"
 rc=0; "$SCRIPT" --daemon "$GOOD" > "$WORK/good.out" 2>&1 || rc=$?
 expect "working daemon: exit status 0" [ "$rc" = 0 ]
@@ -68,7 +95,7 @@ expect "working daemon: no FAIL line" lacks "$WORK/good.out" "FAIL "
 tmp_dirs_after=$(ls -d "${TMPDIR:-/tmp}"/swift-virtiofsd-libvirt.* 2>/dev/null | wc -l)
 expect "no work directories left behind" [ "$tmp_dirs_after" = "$tmp_dirs_before" ]
 if [ "$FAILED" -ne 0 ]; then
-    for f in rejecting wrong good; do echo "==== $f"; cat "$WORK/$f.out"; done
+    for f in rejecting wrong earlier good; do echo "==== $f"; cat "$WORK/$f.out"; done
 fi
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
