@@ -95,14 +95,21 @@ trap 'exit 130' INT TERM
 ensure_packages() {
     local missing=() p
     for p in "${PACKAGES[@]}"; do
-        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+        # Not `dpkg -s`: it succeeds for a removed package whose config files remain.
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     note "installing ${missing[*]}"
-    apt-get update -qq || die "apt-get update failed"
+    local log
+    log=$(mktemp) || die "mktemp failed"
     # Recommends pull in network and storage tooling this test never uses.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-        || die "could not install ${missing[*]}"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "could not install ${missing[*]}"
+    fi
+    rm -f "$log"
 }
 
 # running PID: true while PID exists and is not a zombie waiting to be reaped.
