@@ -1,0 +1,196 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DaemonConfig
+import FUSE
+import HostFUSE
+import Passthrough
+import Posix
+import Sandbox
+import VhostUser
+import XattrMap
+
+/// Runs the daemon for parsed, validated options. Returns the process exit status.
+/// Order matters: the listening socket before the sandbox; the sandbox, capabilities
+/// and seccomp before any thread exists.
+func runDaemon(_ options: DaemonOptions) -> Int32 {
+    let logger = Logger(label: "virtiofsd", level: logLevel(options.logLevel),
+                        destination: options.syslog ? .syslog : .standardError)
+
+    // ---- checks that need more than the parser ----
+    var xattrMap: XattrMap? = nil
+    if let rules = options.xattrmap {
+        do { xattrMap = try XattrMap(rules: rules) } catch { fail("--xattrmap: \(error)") }
+    }
+    let capabilityEdits: [CapabilityEdit]
+    do {
+        let text = options.modcaps.map { ($0.add ? "+" : "-") + $0.name }.joined(separator: ":")
+        capabilityEdits = text.isEmpty ? [] : try parseCapabilityEdits(text)
+    } catch {
+        fail("--modcaps: \(error)")
+    }
+    let uidMap = singleRange(options.uidMap, option: "--uid-map")
+    let gidMap = singleRange(options.gidMap, option: "--gid-map")
+    guard let sharedDir = options.sharedDir, let endpoint = options.endpoint else {
+        fail("a shared directory and a socket are required (see --help)")
+    }
+    guard let realShared = realpath(sharedDir, nil) else {
+        fail("shared directory \(sharedDir): \(Errno.current)")
+    }
+    let sharedPath = String(cString: realShared)
+    free(realShared)
+
+    logger.info("swift virtiofsd \(daemonVersion)")
+    logger.info("shared directory: \(sharedPath)\(options.tag.map { " (tag \($0))" } ?? "")")
+
+    if case .fuseMount(let mountpoint) = endpoint {
+        return runHostMount(options, sharedPath: sharedPath, mountpoint: mountpoint, xattrMap: xattrMap, logger: logger)
+    }
+
+    // ---- listening socket, before the sandbox hides the host ----
+    let listenFD: Int32
+    switch endpoint {
+    case .socketPath(let path, let groupName):
+        var group: gid_t? = nil
+        if let groupName {
+            guard let gid = groupID(groupName) else { fail("--socket-group: no group named \(groupName)") }
+            group = gid
+        }
+        do { listenFD = try Listener.bindSocket(path: path, group: group) } catch { fail("--socket-path: \(error)") }
+        logger.info("socket: \(path)")
+    case .inheritedSocket(let fd):
+        do { listenFD = try Listener.adopt(fd: fd) } catch { fail("--fd=\(fd): \(error)") }
+        logger.info("socket: inherited descriptor \(fd)")
+    case .fuseMount:
+        fail("internal: host mount handled above")
+    }
+    logger.info("sandbox: \(options.sandbox.rawValue), seccomp: \(options.seccomp.rawValue), cache: \(options.cache.rawValue), request queues: \(options.numRequestQueues), thread pool: \(options.threadPoolSize)")
+
+    // ---- sandbox ----
+    let sandbox = SandboxConfiguration(
+        mode: .init(rawValue: options.sandbox.rawValue) ?? .namespace,
+        sharedDirectory: sharedPath,
+        seccomp: .init(rawValue: options.seccomp.rawValue) ?? .kill,
+        syslog: options.syslog,
+        capabilityEdits: capabilityEdits,
+        keepDacReadSearch: options.inodeFileHandles != .never,
+        rlimitNofile: options.rlimitNofile,
+        uidMap: uidMap, gidMap: gidMap)
+    let isolated: SandboxResult
+    do {
+        let limit = try Sandbox.raiseFileLimit(sandbox, logger: logger)
+        logger.debug("RLIMIT_NOFILE is \(limit)")
+        isolated = try Sandbox.enter(sandbox, logger: logger)
+        try Sandbox.dropCapabilities(sandbox, logger: logger)
+    } catch {
+        fail("\(error)")
+    }
+    let shutdownFD: Int32
+    do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
+
+    // ---- the filesystem ----
+    let filesystem: PassthroughFileSystem
+    do {
+        filesystem = try PassthroughFileSystem(
+            configuration: passthroughConfiguration(options, root: isolated.root, procSelfFD: isolated.procSelfFD, xattrMap: xattrMap),
+            logger: logger)
+    } catch {
+        fail("opening the shared directory \(sharedPath): \(error)")
+    }
+    do { try Sandbox.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
+
+    let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
+    var configuration = BackendConfiguration(numRequestQueues: options.numRequestQueues)
+    configuration.threadPoolSize = options.threadPoolSize
+    let backend = VhostUserBackend(configuration: configuration, handler: FUSEQueueHandler(server: server), logger: logger)
+
+    // ---- one frontend, then exit ----
+    logger.info("waiting for the vhost-user frontend")
+    let connection: Int32
+    do {
+        guard let accepted = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
+            logger.info("stopped by signal before a frontend connected")
+            return 0
+        }
+        connection = accepted
+    } catch {
+        logger.error("accepting the frontend: \(error)")
+        return 1
+    }
+    Sys.close(listenFD)
+    logger.info("frontend connected")
+    do {
+        try backend.serve(connection: connection, shutdownFD: shutdownFD)
+    } catch {
+        logger.error("\(error)")
+        return 1
+    }
+    filesystem.destroy()
+    logger.info("frontend gone; exiting")
+    return 0
+}
+
+/// `--fuse-mount`: the same dispatcher and backend behind a host FUSE mount, for debugging
+/// and host-side tests. No sandbox: a namespace would hide the mount from the host.
+func runHostMount(_ options: DaemonOptions, sharedPath: String, mountpoint: String, xattrMap: XattrMap?, logger: Logger) -> Int32 {
+    logger.info("host FUSE mount at \(mountpoint) (no sandbox or seccomp in this mode)")
+    let shutdownFD: Int32
+    do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
+    let filesystem: PassthroughFileSystem
+    do {
+        filesystem = try PassthroughFileSystem(
+            configuration: passthroughConfiguration(options, root: sharedPath, procSelfFD: nil, xattrMap: xattrMap),
+            logger: logger)
+    } catch {
+        fail("opening the shared directory \(sharedPath): \(error)")
+    }
+    let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
+    let session: HostFUSESession<PassthroughFileSystem>
+    do {
+        session = try HostFUSESession(mountpoint: mountpoint, server: server,
+                                      threads: max(2, options.threadPoolSize), logger: logger)
+    } catch {
+        fail("--fuse-mount \(mountpoint): \(error)")
+    }
+    session.run(shutdownFD: shutdownFD)
+    filesystem.destroy()
+    return 0
+}
+
+func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int32?, xattrMap: XattrMap?) -> PassthroughConfiguration {
+    var c = PassthroughConfiguration(root: root, procSelfFD: procSelfFD)
+    c.cache = .init(rawValue: o.cache.rawValue) ?? .auto
+    c.timeout = o.timeout
+    c.writeback = o.writeback
+    c.xattr = o.xattrEnabled
+    c.xattrMap = xattrMap
+    c.posixACL = o.posixACL
+    c.securityLabel = o.securityLabel
+    c.flock = o.flock
+    c.posixLocks = o.posixLock
+    c.readdirplus = o.readdirplusEnabled
+    c.announceSubmounts = o.announceSubmounts
+    c.killprivV2 = o.killprivV2
+    c.allowDirectIO = o.allowDirectIO
+    c.inodeFileHandles = .init(rawValue: o.inodeFileHandles.rawValue) ?? .never
+    c.readonly = o.readOnly
+    c.preserveNoatime = o.preserveNoatime
+    return c
+}
+
+func singleRange(_ ranges: [IDMapRange], option: String) -> IDMap? {
+    guard let first = ranges.first else { return nil }
+    if ranges.count > 1 { fail("\(option): only one range is supported") }
+    return IDMap(inside: first.inside, outside: first.outside, count: first.count)
+}
+
+func logLevel(_ l: DaemonLogLevel) -> LogLevel {
+    switch l {
+    case .off: return .off
+    case .error: return .error
+    case .warning: return .warning
+    case .info: return .info
+    case .debug: return .debug
+    case .trace: return .trace
+    }
+}

@@ -1,0 +1,17 @@
+import FUSE
+import VhostUser
+
+// The vhost-user chain views already have exactly the members the FUSE
+// transport protocols ask for; these conformances connect the two layers
+// without either knowing the other.
+extension ChainReader: FuseReader {}
+extension ChainWriter: FuseWriter {}
+
+/// Hands each descriptor chain of every queue (hiprio included) to the FUSE dispatcher.
+struct FUSEQueueHandler<FS: FileSystem>: VirtqueueHandler {
+    let server: Server<FS>
+
+    func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32 {
+        UInt32(truncatingIfNeeded: server.handle(&reader, &writer))
+    }
+}
