@@ -57,4 +57,8 @@ cp "$stage/checks" "$out_dir/checks-$key"
 ln -sf "checks-$key" "$out_dir/checks"
 (cd "$stage" && find . | sort | cpio --quiet -o -H newc -R 0:0) | gzip -9 > "$image.tmp"
 mv "$image.tmp" "$image"
+# Older images of this cache are stale now: keep only the current one.
+for old in "$out_dir"/initramfs-*.cpio.gz "$out_dir"/checks-*; do
+    case "$old" in "$image"|"$out_dir/checks-$key") ;; *) rm -f "$old" ;; esac
+done
 echo "$image"

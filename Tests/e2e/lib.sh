@@ -70,19 +70,33 @@ e2e_start_daemon() {
 }
 
 # e2e_stop_daemon: the daemon normally exits when QEMU disconnects; give it a moment, then end it.
+# Sets DAEMON_EXIT to the daemon's own exit status, or to "stopped" when it had to be
+# ended (DAEMON_EXIT_NOTE says how).
 e2e_stop_daemon() {
     local pid=$DAEMON_PID
+    DAEMON_EXIT="" DAEMON_EXIT_NOTE=""
     for _ in $(seq 1 30); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then
+        DAEMON_EXIT=stopped DAEMON_EXIT_NOTE="still running after the guest left; sent SIGTERM"
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 20); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            DAEMON_EXIT=killed DAEMON_EXIT_NOTE="ignored SIGTERM for 2s; killed"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    else
+        local st=0
+        wait "$pid" 2>/dev/null || st=$?
+        DAEMON_EXIT=$st
+        if [ "$st" -gt 128 ]; then DAEMON_EXIT_NOTE="died of signal $((st - 128))"; fi
+    fi
 }
 
 # e2e_boot SOCKET TAG APPEND CONSOLE [DEVICE_EXTRA]
@@ -126,6 +140,31 @@ e2e_boot() {
 # queue only and aborts on a second one, so the multi-queue run is n/a for it.
 e2e_daemon_supports_mq() {
     ! timeout 5 "$1" --version </dev/null 2>&1 | grep -q 'QEMU Project'
+}
+
+# e2e_populate_shared DIR: the host side of the shared tree, the known content the
+# guest checks read (needs CHECKS_HOST from e2e_build_initramfs).
+e2e_populate_shared() {
+    local d=$1
+    mkdir -p "$d"
+    chmod 0755 "$d"
+    printf 'hello from the host\n' >"$d/hello.txt"
+    chmod 0644 "$d/hello.txt"
+    "$CHECKS_HOST" --pattern 65536 >"$d/data.bin"
+    ln -s hello.txt "$d/link-to-hello"
+    printf 'linked\n' >"$d/hl-a"
+    ln "$d/hl-a" "$d/hl-b"
+    printf 'x\n' >"$d/xattr-file"
+    setfattr -n user.e2e.color -v blue "$d/xattr-file" || e2e_die "the host file system under $d has no user xattrs; set TMPDIR"
+    mkdir -p "$d/tree/a/b/c"
+    chmod 0755 "$d/tree" "$d/tree/a" "$d/tree/a/b" "$d/tree/a/b/c"
+    printf 'deep\n' >"$d/tree/a/b/c/deep.txt"
+    printf 'one\n' >"$d/tree/one.txt"
+    printf 'two\n' >"$d/tree/two.txt"
+    printf '#!/bin/sh\n' >"$d/suid-file"
+    chown -R 0:0 "$d"
+    # After chown: changing the owner clears the setuid bit.
+    chmod 04755 "$d/suid-file"
 }
 
 # Base64 without line breaks, for passing a shell command on the kernel command line.

@@ -60,30 +60,6 @@ config_checks() {
     esac
 }
 
-# The host side of the shared tree: known content the guest checks read.
-populate_shared() {
-    local d=$1
-    mkdir -p "$d"
-    chmod 0755 "$d"
-    printf 'hello from the host\n' >"$d/hello.txt"
-    chmod 0644 "$d/hello.txt"
-    "$CHECKS_HOST" --pattern 65536 >"$d/data.bin"
-    ln -s hello.txt "$d/link-to-hello"
-    printf 'linked\n' >"$d/hl-a"
-    ln "$d/hl-a" "$d/hl-b"
-    printf 'x\n' >"$d/xattr-file"
-    setfattr -n user.e2e.color -v blue "$d/xattr-file" || e2e_die "the host file system under $d has no user xattrs; set TMPDIR"
-    mkdir -p "$d/tree/a/b/c"
-    chmod 0755 "$d/tree" "$d/tree/a" "$d/tree/a/b" "$d/tree/a/b/c"
-    printf 'deep\n' >"$d/tree/a/b/c/deep.txt"
-    printf 'one\n' >"$d/tree/one.txt"
-    printf 'two\n' >"$d/tree/two.txt"
-    printf '#!/bin/sh\n' >"$d/suid-file"
-    chown -R 0:0 "$d"
-    # After chown: changing the owner clears the setuid bit.
-    chmod 04755 "$d/suid-file"
-}
-
 # Host-side verification of what the guest left in for-host/. Prints CHECK lines.
 host_check() { # name status detail
     echo "CHECK host_$1 $2 ${3:--}"
@@ -153,7 +129,7 @@ run_config() {
         echo "boot N/A this daemon has a single request queue (QEMU's C virtiofsd)" >>"$results"
         return
     fi
-    populate_shared "$shared"
+    e2e_populate_shared "$shared"
     local start=$SECONDS
     if ! e2e_start_daemon "$bin" "$sock" "$shared" "$(config_daemon_opts "$config")" "$base.daemon.log"; then
         echo "boot FAIL daemon did not start: $(tail -n 1 "$base.daemon.log")" >>"$results"
@@ -190,6 +166,12 @@ run_config() {
         echo "umount FAIL umount /mnt failed in the guest" >>"$results"
     fi
     verify_host "$shared" "$config" | sed 's/^CHECK //' >>"$results"
+    # The daemon must survive the whole session and end cleanly: on its own with
+    # status 0 when QEMU disconnects, or at the latest on SIGTERM.
+    case "$DAEMON_EXIT" in
+        0|stopped) echo "daemon_exit PASS ${DAEMON_EXIT_NOTE:-exited 0}" >>"$results" ;;
+        *) echo "daemon_exit FAIL status $DAEMON_EXIT ${DAEMON_EXIT_NOTE}: $(tail -n 1 "$base.daemon.log")" >>"$results" ;;
+    esac
 }
 
 # Counts of a results file: "passed failed skipped na".

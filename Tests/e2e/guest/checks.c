@@ -4,10 +4,10 @@
 // check on stdout (the serial console):
 //     CHECK <name> PASS|FAIL|SKIP <detail>
 // SKIP is only used where the guest kernel itself lacks a feature, so the cause is
-// not the daemon. The host pre-populates the shared directory (see run.sh) and
-// afterwards verifies what the checks left in for-host/.
+// not the daemon. The host pre-populates the shared directory (lib.sh) and
+// run.sh afterwards verifies what the checks left in for-host/.
 //
-// Usage: checks --dir MOUNT [--xattr] [--cache=MODE]
+// Usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--only NAME] [--host]
 //        checks --pattern N      (host side: print the large-file byte pattern)
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -36,6 +36,7 @@ enum { PASS = 0, FAIL = 1, SKIP = 2 };
 
 static char detail[512];
 static int want_xattr;
+static int on_host; // --host: run against a plain host directory, leave the page cache alone
 static const char *cache_mode = "auto";
 static int passed, failed, skipped;
 
@@ -110,6 +111,7 @@ static int write_file(const char *path, const char *text, mode_t mode) {
 
 // Asks the guest kernel to forget cached pages so later reads reach the daemon.
 static void drop_caches(void) {
+    if (on_host) return;
     sync();
     int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
     if (fd >= 0) {
@@ -872,9 +874,10 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) dir = argv[++i];
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else if (strcmp(argv[i], "--xattr") == 0) want_xattr = 1;
+        else if (strcmp(argv[i], "--host") == 0) on_host = 1;
         else if (strncmp(argv[i], "--cache=", 8) == 0) cache_mode = argv[i] + 8;
         else {
-            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--only NAME] | --pattern N\n");
+            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--only NAME] [--host] | --pattern N\n");
             return 2;
         }
     }
