@@ -161,10 +161,25 @@ e2e_populate_shared() {
     printf 'deep\n' >"$d/tree/a/b/c/deep.txt"
     printf 'one\n' >"$d/tree/one.txt"
     printf 'two\n' >"$d/tree/two.txt"
+    printf 'version 1\n' >"$d/changing.txt"
     printf '#!/bin/sh\n' >"$d/suid-file"
     chown -R 0:0 "$d"
     # After chown: changing the owner clears the setuid bit.
     chmod 04755 "$d/suid-file"
+}
+
+# e2e_start_replacer DIR: answers the guest's host_replace_seen check by replacing
+# changing.txt (a new inode under the old name) once the guest asks. Sets REPLACER_PID.
+e2e_start_replacer() {
+    local d=$1
+    (
+        while [ ! -e "$d/work/please-replace" ]; do sleep 0.2; done
+        printf 'version 2\n' >"$d/changing.txt.new"
+        mv -f "$d/changing.txt.new" "$d/changing.txt"
+        : >"$d/work/replaced"
+    ) &
+    REPLACER_PID=$!
+    E2E_PIDS+=("$REPLACER_PID")
 }
 
 # Base64 without line breaks, for passing a shell command on the kernel command line.

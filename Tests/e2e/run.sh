@@ -138,8 +138,12 @@ run_config() {
     fi
     local tag=e2efs
     local append="e2e.tag=$tag e2e.args=$(config_checks "$config")"
+    e2e_start_replacer "$shared"
+    local replacer=$REPLACER_PID
     local rc=0
     e2e_boot "$sock" "$tag" "$append" "$console" "$(config_device "$config")" || rc=$?
+    kill "$replacer" 2>/dev/null
+    wait "$replacer" 2>/dev/null
     e2e_stop_daemon
     local secs=$((SECONDS - start))
     echo "$secs" >"$base.seconds"

@@ -10,6 +10,7 @@
 #    both the guest and the host side).
 # 4. run.sh catches a daemon that dies while the guest is running, ends QEMU well
 #    before the boot timeout, and exits 1.
+# 5. run.sh catches a daemon whose caching hides a file the host replaced.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -36,6 +37,7 @@ has() { grep -q -E "^  $2 +$3( |\$)" "$1"; }
 echo "selftest 1: guest checks against a plain host directory"
 plain=$E2E_TMP/plain
 e2e_populate_shared "$plain"
+e2e_start_replacer "$plain"
 "$CHECKS_HOST" --dir "$plain" --host --xattr >"$E2E_TMP/host-checks.out" 2>&1
 fails=$(grep '^CHECK [a-z0-9_]* FAIL' "$E2E_TMP/host-checks.out" | awk '{print $2}' | tr '\n' ' ')
 passes=$(grep -c '^CHECK [a-z0-9_]* PASS' "$E2E_TMP/host-checks.out")
@@ -96,6 +98,19 @@ took=$((SECONDS - start))
 has "$E2E_TMP/dies.out" daemon_alive FAIL; expect dying_daemon_reported $? "$(cat "$E2E_TMP/dies.out")"
 has "$E2E_TMP/dies.out" daemon_exit FAIL; expect dying_daemon_exit_reported $? "no daemon_exit FAIL"
 [ "$took" -lt 90 ]; expect dying_daemon_no_hang $? "took ${took}s"
+
+echo "selftest 5: a daemon that caches forever although cache=auto was asked for"
+cat >"$E2E_TMP/sticky" <<EOF
+#!/bin/bash
+args=()
+for a in "\$@"; do args+=("\${a//cache=auto/cache=always}"); done
+exec "$reference" "\${args[@]}"
+EOF
+chmod +x "$E2E_TMP/sticky"
+"$E2E_DIR/run.sh" --daemon "$E2E_TMP/sticky" --config auto >"$E2E_TMP/sticky.out" 2>&1
+rc=$?
+[ "$rc" = 1 ]; expect sticky_cache_exit_status $? "run.sh exited $rc"
+has "$E2E_TMP/sticky.out" host_replace_seen FAIL; expect sticky_cache_stale_file_caught $? "$(grep host_replace "$E2E_TMP/sticky.out")"
 
 echo "selftest: $pass passed, $fail failed"
 [ "$fail" = 0 ]
