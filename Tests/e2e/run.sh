@@ -9,7 +9,8 @@
 # what the guest wrote. With --reference the same runs are repeated with a second
 # daemon and both result columns are printed side by side.
 #
-# Configurations: auto none always-writeback xattr mq2 (default: all of them).
+# Configurations: auto none always-writeback xattr mq2 (default: all of them), and
+# fd-limit (only on request: the guest stats 25000 host files, more than the fd limit).
 # Exit status: 0 when no check of --daemon failed, 1 otherwise, 2 on usage errors.
 # Environment: E2E_BOOT_TIMEOUT (seconds per boot, default 180), E2E_KEEP=1 keeps the
 # work directory, TMPDIR chooses where shared directories live (needs xattrs and holes).
@@ -17,6 +18,9 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ALL_CONFIGS="auto none always-writeback xattr mq2"
+# Run only when asked for (--config fd-limit): slow, and meant to show a limit.
+EXTRA_CONFIGS="fd-limit"
+BIG_TREE_DIRS=25 # x 1000 files: more than the RLIMIT_NOFILE hard limit of many hosts
 daemon="" reference="" configs=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -34,7 +38,7 @@ done
 [ -n "$daemon" ] || e2e_die "--daemon BIN is required"
 configs=${configs:-$ALL_CONFIGS}
 for c in $configs; do
-    case " $ALL_CONFIGS " in *" $c "*) ;; *) e2e_die "unknown config '$c' (one of: $ALL_CONFIGS)" ;; esac
+    case " $ALL_CONFIGS $EXTRA_CONFIGS " in *" $c "*) ;; *) e2e_die "unknown config '$c' (one of: $ALL_CONFIGS $EXTRA_CONFIGS)" ;; esac
 done
 e2e_require "$daemon"
 [ -z "$reference" ] || e2e_require "$reference"
@@ -44,7 +48,7 @@ e2e_build_initramfs
 # config NAME -> daemon -o options, device properties, guest check flags
 config_daemon_opts() {
     case "$1" in
-        auto|mq2) echo "cache=auto" ;;
+        auto|mq2|fd-limit) echo "cache=auto" ;;
         none) echo "cache=none" ;;
         always-writeback) echo "cache=always,writeback" ;;
         xattr) echo "cache=auto,xattr" ;;
@@ -56,6 +60,7 @@ config_checks() {
         none) echo "--cache=none" ;;
         always-writeback) echo "--cache=always" ;;
         xattr) echo "--cache=auto,--xattr" ;;
+        fd-limit) echo "--cache=auto,--big-tree=$((BIG_TREE_DIRS * 1000))" ;;
         *) echo "--cache=auto" ;;
     esac
 }
@@ -130,6 +135,13 @@ run_config() {
         return
     fi
     e2e_populate_shared "$shared"
+    if [ "$config" = fd-limit ]; then
+        local i
+        for i in $(seq -w 0 $((BIG_TREE_DIRS - 1))); do
+            mkdir -p "$shared/big/d$i"
+            (cd "$shared/big/d$i" && touch f{0000..0999})
+        done
+    fi
     local start=$SECONDS
     if ! e2e_start_daemon "$bin" "$sock" "$shared" "$(config_daemon_opts "$config")" "$base.daemon.log"; then
         echo "boot FAIL daemon did not start: $(tail -n 1 "$base.daemon.log")" >>"$results"

@@ -7,7 +7,7 @@
 // operation FUSE makes optional; the detail says which. The host pre-populates the shared directory (lib.sh) and
 // run.sh afterwards verifies what the checks left in for-host/.
 //
-// Usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--only NAME] [--host]
+// Usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--big-tree=N] [--only NAME] [--host]
 //        checks --pattern N      (host side: print the large-file byte pattern)
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -39,6 +39,7 @@ static int want_xattr;
 static int on_host; // --host: run against a plain host directory, leave the page cache alone
 static const char *cache_mode = "auto";
 static int passed, failed, skipped;
+static long big_tree; // --big-tree=N: the host made N files under big/ (fd-limit config)
 
 // Records why a check failed and returns FAIL, so checks read `return fail(...)`.
 static int fail(const char *fmt, ...) {
@@ -809,6 +810,42 @@ static int check_host_replace_seen(void) {
                 buf[0] ? "stale" : strerror(errno));
 }
 
+// Stats every file of a tree larger than the daemon's descriptor limit. The guest
+// kernel keeps all those inodes cached, so a daemon holding one open fd per inode
+// runs out (EMFILE) unless it falls back to file handles.
+static int check_big_tree_walk(void) {
+    long ok = 0, errors = 0;
+    char first_error[1024] = "";
+    DIR *top = opendir("big");
+    if (!top) return fail("opendir big: %s", E);
+    struct dirent *d;
+    while ((d = readdir(top)) != NULL) {
+        if (d->d_name[0] == '.') continue;
+        char path[300];
+        snprintf(path, sizeof path, "big/%s", d->d_name);
+        DIR *sub = opendir(path);
+        if (!sub) {
+            if (!errors++) snprintf(first_error, sizeof first_error, "opendir %s: %s", path, E);
+            continue;
+        }
+        struct dirent *f;
+        while ((f = readdir(sub)) != NULL) {
+            if (f->d_name[0] == '.') continue;
+            struct stat st;
+            if (fstatat(dirfd(sub), f->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) ok++;
+            else if (!errors++) snprintf(first_error, sizeof first_error, "stat %s/%s: %s", path, f->d_name, E);
+        }
+        closedir(sub);
+    }
+    closedir(top);
+    if (errors || ok != big_tree)
+        return fail("stat'ed %ld of %ld files, %ld errors; first: %s", ok, big_tree, errors, first_error);
+    // The walked inodes stay referenced by the guest; known files must still open.
+    if (expect_text("hello.txt", "hello from the host\n") != PASS) return FAIL;
+    snprintf(detail, sizeof detail, "%ld files", ok);
+    return PASS;
+}
+
 // Leaves a known set of objects in for-host/ that run.sh inspects from the host.
 static int check_files_for_host(void) {
     if (write_file("for-host/guest-wrote.txt", "written by the guest\n", 0644) < 0) return fail("create: %s", E);
@@ -836,7 +873,8 @@ static int check_files_for_host(void) {
 struct check {
     const char *name;
     int (*fn)(void);
-    int when; // 1: only with xattrs on, -1: only with xattrs off, 2: not with cache=always, 0: always
+    int when; // 1: only with xattrs on, -1: only with xattrs off, 2: not with cache=always,
+              // 3: only with --big-tree, 0: always
 };
 
 static const struct check checks[] = {
@@ -876,6 +914,7 @@ static const struct check checks[] = {
     {"fcntl_locks", check_fcntl_locks, 0},
     {"host_replace_seen", check_host_replace_seen, 2},
     {"files_for_host", check_files_for_host, 0},
+    {"big_tree_walk", check_big_tree_walk, 3},
 };
 
 static int print_pattern(const char *count) {
@@ -902,8 +941,9 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--xattr") == 0) want_xattr = 1;
         else if (strcmp(argv[i], "--host") == 0) on_host = 1;
         else if (strncmp(argv[i], "--cache=", 8) == 0) cache_mode = argv[i] + 8;
+        else if (strncmp(argv[i], "--big-tree=", 11) == 0) big_tree = strtol(argv[i] + 11, NULL, 10);
         else {
-            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--only NAME] [--host] | --pattern N\n");
+            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--big-tree=N] [--only NAME] [--host] | --pattern N\n");
             return 2;
         }
     }
@@ -917,6 +957,7 @@ int main(int argc, char **argv) {
         const struct check *c = &checks[i];
         if ((c->when == 1 && !want_xattr) || (c->when == -1 && want_xattr)) continue;
         if (c->when == 2 && strcmp(cache_mode, "always") == 0) continue;
+        if (c->when == 3 && big_tree <= 0) continue;
         if (only && strcmp(only, c->name) != 0) continue;
         detail[0] = 0;
         errno = 0;
