@@ -51,14 +51,16 @@ e2e_build_initramfs() {
     CHECKS_HOST="$(dirname "$INITRD")/checks"
 }
 
-# e2e_start_daemon BIN SOCKET SHARED_DIR OPTIONS LOG
+# e2e_start_daemon BIN SOCKET SHARED_DIR OPTIONS LOG [EXTRA_ARGS]
 # Starts the daemon with QEMU-virtiofsd style options (both ours and the C reference
-# accept them) and waits until its socket exists. Sets DAEMON_PID. Returns 1 if the
-# daemon died or never created the socket.
+# accept them), plus EXTRA_ARGS (split on spaces), and waits until its socket exists.
+# Sets DAEMON_PID. Returns 1 if the daemon died or never created the socket.
 e2e_start_daemon() {
     local bin=$1 sock=$2 shared=$3 opts=$4 log=$5
+    local -a extra=()
+    read -r -a extra <<<"${6:-}"
     rm -f "$sock"
-    "$bin" --socket-path="$sock" -o "source=$shared${opts:+,$opts}" >"$log" 2>&1 </dev/null &
+    "$bin" --socket-path="$sock" -o "source=$shared${opts:+,$opts}" "${extra[@]}" >"$log" 2>&1 </dev/null &
     DAEMON_PID=$!
     E2E_PIDS+=("$DAEMON_PID")
     for _ in $(seq 1 100); do

@@ -54,6 +54,8 @@ config_daemon_opts() {
         xattr) echo "cache=auto,xattr" ;;
     esac
 }
+# Long options beyond -o: a daemon offers a second request queue only when asked.
+config_daemon_args() { [ "$1" = mq2 ] && echo "--num-request-queues=2" || true; }
 config_device() { [ "$1" = mq2 ] && echo "num-request-queues=2" || true; }
 config_checks() {
     case "$1" in
@@ -143,7 +145,7 @@ run_config() {
         done
     fi
     local start=$SECONDS
-    if ! e2e_start_daemon "$bin" "$sock" "$shared" "$(config_daemon_opts "$config")" "$base.daemon.log"; then
+    if ! e2e_start_daemon "$bin" "$sock" "$shared" "$(config_daemon_opts "$config")" "$base.daemon.log" "$(config_daemon_args "$config")"; then
         echo "boot FAIL daemon did not start: $(tail -n 1 "$base.daemon.log")" >>"$results"
         e2e_stop_daemon
         return
@@ -199,7 +201,7 @@ count_results() {
 total_pass=0 total_fail=0 ref_pass=0 ref_fail=0
 t0=$SECONDS
 for config in $configs; do
-    echo "== $config: -o $(config_daemon_opts "$config")$( [ "$config" = mq2 ] && echo ", device num-request-queues=2")"
+    echo "== $config: -o $(config_daemon_opts "$config") $(config_daemon_args "$config")$( [ "$config" = mq2 ] && echo ", device num-request-queues=2")"
     run_config ours "$daemon" "$config"
     ours=$E2E_TMP/ours.$config.results
     if [ -n "$reference" ]; then
