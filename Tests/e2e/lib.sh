@@ -57,10 +57,12 @@ e2e_build_initramfs() {
 # Sets DAEMON_PID. Returns 1 if the daemon died or never created the socket.
 e2e_start_daemon() {
     local bin=$1 sock=$2 shared=$3 opts=$4 log=$5
-    local -a extra=()
+    local -a extra=() prefix=()
     read -r -a extra <<<"${6:-}"
+    # E2E_DAEMON_PREFIX: a command the daemon runs under, e.g. "prlimit --nofile=N:N".
+    read -r -a prefix <<<"${E2E_DAEMON_PREFIX:-}"
     rm -f "$sock"
-    "$bin" --socket-path="$sock" -o "source=$shared${opts:+,$opts}" "${extra[@]}" >"$log" 2>&1 </dev/null &
+    "${prefix[@]}" "$bin" --socket-path="$sock" -o "source=$shared${opts:+,$opts}" "${extra[@]}" >"$log" 2>&1 </dev/null &
     DAEMON_PID=$!
     E2E_PIDS+=("$DAEMON_PID")
     for _ in $(seq 1 100); do
