@@ -37,15 +37,15 @@ unit-test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# Real-guest checks (QEMU, TCG). E2E_ARGS passes extra options, e.g. E2E_ARGS="--config xattr".
 e2e: release
-	@if [ -x Tests/e2e/run.sh ]; then Tests/e2e/run.sh --daemon $(RELEASE_BIN); \
-	else echo "e2e: rig not present yet"; fi
+	Tests/e2e/run.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 
 e2e-reference: release
-	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --reference /usr/lib/qemu/virtiofsd
+	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --reference /usr/lib/qemu/virtiofsd $(E2E_ARGS)
 
 e2e-rootfs: release
-	Tests/e2e/rootfs.sh --daemon $(RELEASE_BIN)
+	Tests/e2e/rootfs.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 
 e2e-libvirt: release
 	Tests/e2e/libvirt.sh --daemon $(RELEASE_BIN)
@@ -56,7 +56,7 @@ bench: deps
 	$(BUILD_DIR)/release/virtiofsd-bench --daemon $(RELEASE_BIN)
 
 demo: release
-	Tests/e2e/demo.sh --daemon $(RELEASE_BIN)
+	Tests/e2e/demo.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 
 install: release
 	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/libexec/virtiofsd
