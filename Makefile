@@ -7,9 +7,9 @@ RELEASE_BIN := $(BUILD_DIR)/release/virtiofsd
 DEBUG_BIN   := $(BUILD_DIR)/debug/virtiofsd
 
 # Debian packages the build, the tests, the guest rig and the demo need.
-APT_PACKAGES := pkg-config libseccomp-dev libcap-ng-dev libfuse3-dev fuse3 \
+APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev fuse3 \
                 qemu-system-x86 qemu-utils linux-image-amd64 busybox-static \
-                attr acl cpio kmod gcc libc6-dev
+                attr acl cpio kmod gcc libc6-dev strace
 
 .PHONY: all release debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
         bench demo install clean
@@ -25,7 +25,8 @@ debug: deps
 # Installs whatever of APT_PACKAGES is missing (CI and fresh machines).
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
-	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	        || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

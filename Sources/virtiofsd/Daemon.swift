@@ -73,7 +73,9 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         seccomp: .init(rawValue: options.seccomp.rawValue) ?? .kill,
         syslog: options.syslog,
         capabilityEdits: capabilityEdits,
-        keepDacReadSearch: options.inodeFileHandles != .never,
+        // Even with --inode-file-handles=never the backend falls back to file handles
+        // when its descriptor budget runs low, and reopening a handle needs this.
+        keepDacReadSearch: true,
         rlimitNofile: options.rlimitNofile,
         uidMap: uidMap, gidMap: gidMap)
     let isolated: SandboxResult
