@@ -207,6 +207,12 @@ public enum Sandbox {
             sigemptyset(&action.sa_mask)
             _ = sigaction(sig, &action, nil)
         }
+        // Whoever started us may have blocked them (the mask is inherited): a parent
+        // that never sees SIGTERM would never pass it on.
+        var forwarded = sigset_t()
+        sigemptyset(&forwarded)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&forwarded, sig) }
+        sigprocmask(SIG_UNBLOCK, &forwarded, nil)
         while true {
             let status: Int32
             do {

@@ -93,8 +93,14 @@ final class ListenerTests: XCTestCase {
 
 final class SignalTests: XCTestCase {
     func testShutdownSignalBecomesReadableOnTheSignalfd() throws {
+        var saved = sigset_t()
+        pthread_sigmask(SIG_SETMASK, nil, &saved)
         let fd = try Signals.blockShutdownSignals()
-        defer { Sys.close(fd) }
+        defer {
+            Sys.close(fd)
+            // Later tests start children, which would inherit a blocked SIGTERM.
+            pthread_sigmask(SIG_SETMASK, &saved, nil)
+        }
         // Directed at this thread, which has the signal blocked: it waits in the signalfd.
         XCTAssertEqual(pthread_kill(pthread_self(), SIGTERM), 0)
         XCTAssertTrue(waitReadable(fd))
