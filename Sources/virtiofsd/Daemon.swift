@@ -16,6 +16,14 @@ import XattrMap
 func runDaemon(_ options: DaemonOptions) -> Int32 {
     let logger = Logger(label: "virtiofsd", level: logLevel(options.logLevel),
                         destination: options.syslog ? .syslog : .standardError)
+    // From here a stop request must end in a clean exit, not kill us half set up: keep
+    // SIGTERM/SIGINT/SIGHUP pending until the signalfd below reads them. Blocked signals
+    // are also queued for the namespace child (PID 1) before it has handlers, where the
+    // kernel would otherwise drop them.
+    var stopSignals = sigset_t()
+    sigemptyset(&stopSignals)
+    for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&stopSignals, sig) }
+    do { try Signals.blockSignals(stopSignals) } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
 
     // ---- checks that need more than the parser ----
     var xattrMap: XattrMap? = nil
