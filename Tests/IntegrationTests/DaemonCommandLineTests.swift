@@ -132,8 +132,24 @@ final class Scratch {
 }
 
 /// Connects a frontend, completes the vhost-user handshake and FUSE INIT.
+/// The socket file appears at bind(), a moment before listen(): a refused connection
+/// is retried for a while.
 func connectAndInitialize(_ socketPath: String) throws -> (VhostUserFrontend, FuseClient) {
-    let frontend = try VhostUserFrontend(socketPath: socketPath, memorySize: 64 << 20)
+    let deadline = Date().addingTimeInterval(5)
+    var connected: VhostUserFrontend?
+    while connected == nil {
+        let attempt = Result { () throws(FrontendError) -> VhostUserFrontend in
+            try VhostUserFrontend(socketPath: socketPath, memorySize: 64 << 20)
+        }
+        switch attempt {
+        case .success(let frontend):
+            connected = frontend
+        case .failure(let error):
+            guard case .system(_, let errno) = error, errno == Errno(ECONNREFUSED), Date() < deadline else { throw error }
+            usleep(10_000)
+        }
+    }
+    guard let frontend = connected else { throw FrontendError.timedOut("connect \(socketPath)") }
     try frontend.handshake()
     let fuse = try FuseClient(frontend: frontend, queue: 1, slots: 2, maxData: 1 << 16)
     try fuse.initialize()
