@@ -11,6 +11,7 @@ final class HostMountDaemon {
     let logPath: String
     let process = Process()
     private(set) var stopped = false
+    private let usesWrapper: Bool
 
     /// Our build (or `VIRTIOFSD_BIN`); the reference daemon has no host-mount mode.
     static var binary: String {
@@ -41,6 +42,7 @@ final class HostMountDaemon {
         }
         try prepare(share)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        usesWrapper = !wrapper.isEmpty
         let daemonArguments = ["--fuse-mount=\(mountpoint)", "--shared-dir=\(share)", "--sandbox=none"] + arguments
         if wrapper.isEmpty {
             process.executableURL = URL(fileURLWithPath: HostMountDaemon.binary)
@@ -75,6 +77,12 @@ final class HostMountDaemon {
         }
     }
 
+    private func childPID(of pid: pid_t) -> pid_t? {
+        let path = "/proc/\(pid)/task/\(pid)/children"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return text.split(separator: " ").first.flatMap { pid_t($0) }
+    }
+
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// SIGTERM, then waits; returns the exit status (nil if it had to be killed).
@@ -82,7 +90,15 @@ final class HostMountDaemon {
     func stop() -> Int32? {
         guard !stopped else { return process.terminationStatus }
         stopped = true
-        if process.isRunning { process.terminate() }
+        if process.isRunning {
+            // Under a wrapper (strace) the signal goes to the daemon, the wrapper's child;
+            // strace then exits with the daemon's status.
+            if usesWrapper, let child = childPID(of: process.processIdentifier) {
+                kill(child, SIGTERM)
+            } else {
+                process.terminate()
+            }
+        }
         let deadline = Date().addingTimeInterval(20)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         if process.isRunning {
