@@ -116,9 +116,11 @@ final class HostMountDaemon {
     }
 }
 
-/// Runs a program; returns its status and combined output.
+/// Runs a program; returns its status and combined output. A program still running after
+/// `timeout` seconds is killed (SIGKILL), so a hung mount fails the test instead of blocking it.
 @discardableResult
-func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+func runProgram(_ path: String, _ arguments: [String], environment: [String: String] = [:],
+                timeout: TimeInterval = 120) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
@@ -129,6 +131,10 @@ func runProgram(_ path: String, _ arguments: [String], environment: [String: Str
     process.standardOutput = pipe
     process.standardError = pipe
     try process.run()
+    let pid = process.processIdentifier
+    let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+    defer { watchdog.cancel() }
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))

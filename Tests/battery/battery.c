@@ -571,7 +571,7 @@ static void check_xattrs(int d)
     memset(big, 'v', sizeof big);
     E("set 4000-byte value", setxattr(path, "user.big", big, 4000, 0));
     R("get 4000-byte value", getxattr(path, "user.big", big, sizeof big));
-    E("set 70000-byte value", setxattr(path, "user.huge", big, 65536, 0));
+    E("set 65536-byte value", setxattr(path, "user.huge", big, 65536, 0));
     char longname[300] = "user.";
     memset(longname + 5, 'n', 260);
     longname[265] = 0;
@@ -1074,6 +1074,7 @@ int main(int argc, char **argv)
             for (int a = 3; a < argc; a++) if (!strcmp(argv[a], c->name)) wanted = 1;
             if (!wanted) continue;
         }
+        struct timespec started = now_ts();
         char why_mount[4800] = "", why_plain[4800] = "";
         char *m = run_side(c, argv[1], 1, why_mount, sizeof why_mount);
         char *p = run_side(c, argv[2], 0, why_plain, sizeof why_plain);
@@ -1089,7 +1090,9 @@ int main(int argc, char **argv)
             snprintf(detail, sizeof detail, "%d observations match%s%s", lines,
                      expected[0] ? "; expected difference: " : "", expected);
         }
-        printf("CHECK %s %s %s\n", c->name, ok ? "PASS" : "FAIL", detail);
+        struct timespec ended = now_ts();
+        long ms = (ended.tv_sec - started.tv_sec) * 1000 + (ended.tv_nsec - started.tv_nsec) / 1000000;
+        printf("CHECK %s %s %s (%ld ms)\n", c->name, ok ? "PASS" : "FAIL", detail, ms);
         if (verbose) printf("---- mount transcript\n%s---- plain transcript\n%s----\n", m, p);
         if (ok) passed++; else failed++;
         free(m);
