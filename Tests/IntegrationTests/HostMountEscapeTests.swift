@@ -250,6 +250,21 @@ final class HostMountEscapeTests: XCTestCase {
             let reply = try fuse.call(.lookup(parent: root, name: name))
             XCTAssertNotEqual(reply.error, 0, "LOOKUP \"\(name)\" must fail")
         }
+        // Making or removing names with a slash or "..": refused, and nothing appears or
+        // disappears next to the share.
+        let neighbour = rig.directory.appendingPathComponent("neighbour").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: neighbour, contents: Data("keep".utf8)))
+        for name in ["../evil", "..", "/evil", "sub/../../evil"] {
+            let created = try fuse.call(.create(parent: root, name: name, flags: O_RDWR, mode: 0o644))
+            XCTAssertNotEqual(created.error, 0, "CREATE \"\(name)\" must fail")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: rig.directory.appendingPathComponent("evil").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/evil"))
+        for name in ["../neighbour", "..", "sub/../../neighbour"] {
+            let removed = try fuse.call(.unlink(parent: root, name: name))
+            XCTAssertNotEqual(removed.error, 0, "UNLINK \"\(name)\" must fail")
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: neighbour), "a file beside the share survives")
         // The symlink to / is a symlink to the daemon, not a directory to descend into.
         let escape = try fuse.lookup(parent: root, name: "escape")
         XCTAssertEqual(escape.attr.mode & 0o170000, 0o120000, "a symlink")

@@ -58,7 +58,8 @@ final class HostMountDaemon {
         let deadline = Date().addingTimeInterval(20)
         while !HostMountDaemon.isMounted(mountpoint) {
             if !process.isRunning {
-                throw XCTSkip("daemon exited (\(process.terminationStatus)) before mounting: \(log())") as Error
+                throw NSError(domain: "HostMount", code: 2, userInfo: [
+                    NSLocalizedDescriptionKey: "daemon exited (\(process.terminationStatus)) before mounting: \(log())"])
             }
             if Date() > deadline {
                 process.terminate()
