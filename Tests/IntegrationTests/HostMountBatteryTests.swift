@@ -56,6 +56,11 @@ final class HostMountBatteryTests: XCTestCase {
         try runBattery(["--xattr", "--cache=always", "--writeback", "-o", "flock,posix_lock"], cache: "always", writeback: true)
     }
 
+    /// Inodes held as file handles and reopened with open_by_handle_at, not as O_PATH descriptors.
+    func testBatteryMatchesPlainDirectoryWithInodeFileHandles() throws {
+        try runBattery(["--xattr", "--cache=auto", "--inode-file-handles=mandatory"], cache: "auto")
+    }
+
     /// The battery's comparison itself must be able to fail: two plain directories on
     /// different filesystems (ext4 and tmpfs report different sizes) differ.
     func testBatteryReportsDifferences() throws {
