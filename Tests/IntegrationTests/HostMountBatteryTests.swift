@@ -32,7 +32,7 @@ final class HostMountBatteryTests: XCTestCase {
         let summary = result.output.split(separator: "\n").last.map(String.init) ?? ""
         XCTAssertTrue(summary.hasSuffix(" 0 failed") && result.status == 0,
                       "battery with \(arguments):\n\(result.output)\n--- daemon log ---\n\(daemon.log())", file: file, line: line)
-        XCTAssertGreaterThanOrEqual(result.output.components(separatedBy: "CHECK ").count - 1, 22,
+        XCTAssertGreaterThanOrEqual(result.output.components(separatedBy: "CHECK ").count - 1, 25,
                                     "every check ran:\n\(result.output)", file: file, line: line)
         // Explained differences, for whoever reads the test log.
         for expected in result.output.split(separator: "\n") where expected.contains("expected difference") {

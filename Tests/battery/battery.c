@@ -219,6 +219,11 @@ static void in_child(int as_user, void (*body)(int dirfd), int dirfd)
 
 /* ---- checks ---- */
 
+static void fill_pattern(char *buf, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++) buf[i] = (char)((i * 31 + seed) % 251);
+}
+
 static void check_create_read_write(int d)
 {
     int fd = openat(d, "f", O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0640);
@@ -761,6 +766,93 @@ static void check_setgid_cleared_on_write(int d)
     note_stat("sgid-only after root write", d, "sgid-only", 0);
 }
 
+static void creator_1000(int d)
+{
+    int fd = openat(d, "shared/by1000", O_CREAT | O_WRONLY | O_CLOEXEC, 0664);
+    note("create in setgid dir -> %s", err(fd));
+    if (fd >= 0) close(fd);
+    E("mkdir in setgid dir", mkdirat(d, "shared/dir1000", 0775));
+    E("access W_OK on 0644 root file", faccessat(d, "public-ro", W_OK, 0));
+    E("access R_OK on 0644 root file", faccessat(d, "public-ro", R_OK, 0));
+    E("utimensat UTIME_NOW on 0666 root file", utimensat(d, "public-rw", NULL, 0));
+    E("utimensat explicit on 0666 root file", utimensat(d, "public-rw", (struct timespec[2]){{5, 0}, {5, 0}}, 0));
+}
+
+static void check_umask_and_setgid_directories(int d)
+{
+    mode_t old = umask(027);
+    int fd = openat(d, "masked", O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    note("create under umask 027 -> %s", err(fd));
+    if (fd >= 0) close(fd);
+    note_stat("masked", d, "masked", 0);
+    E("mkdir under umask 027", mkdirat(d, "maskdir", 0777));
+    note_stat("maskdir", d, "maskdir", 0);
+    umask(old);
+    /* a setgid directory of group 2000: new entries take its group; subdirectories keep the bit */
+    create_file(d, "public-ro", 0644, "r");
+    create_file(d, "public-rw", 0666, "w");
+    fchmodat(d, "public-rw", 0666, 0);
+    E("root access X_OK on 0644 file", faccessat(d, "public-ro", X_OK, 0));
+    E("root access W_OK on 0444 file", (fchmodat(d, "public-ro", 0444, 0), faccessat(d, "public-ro", W_OK, 0)));
+    fchmodat(d, "public-ro", 0644, 0);
+    mkdirat(d, "shared", 0777);
+    fchownat(d, "shared", 0, 2000, 0);
+    E("chmod 2777", fchmodat(d, "shared", 02777, 0));
+    in_child(1, creator_1000, d);
+    note_stat("file made by 1000", d, "shared/by1000", 0);
+    note_stat("dir made by 1000", d, "shared/dir1000", 0);
+    E("root mkdir in setgid dir", mkdirat(d, "shared/rootdir", 0755));
+    note_stat("dir made by root", d, "shared/rootdir", 0);
+}
+
+static void check_large_offsets(int d)
+{
+    int fd = openat(d, "big", O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    off_t far = (off_t)5 << 30; /* past 4 GiB: 64-bit offsets end to end */
+    R("pwrite at 5 GiB", pwrite(fd, "far away", 8, far));
+    char buf[16] = {0};
+    R("pread at 5 GiB", pread(fd, buf, 8, far));
+    note("data \"%s\"", buf);
+    R("pread in the hole", pread(fd, buf, 8, 1 << 30));
+    note("hole byte %d", buf[0]);
+    note_fstat("big", fd);
+    static char chunk[1 << 20];
+    fill_pattern(chunk, sizeof chunk, 5);
+    long total = 0;
+    for (int i = 0; i < 8; i++) { ssize_t w = pwrite(fd, chunk, sizeof chunk, (off_t)i * (off_t)sizeof chunk); if (w > 0) total += w; }
+    note("wrote 8 MiB: %ld", total);
+    R("fsync", fsync(fd));
+    R("truncate to 3 MiB + 1", ftruncate(fd, (3 << 20) + 1));
+    close(fd);
+    note_content("big", d, "big");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/big", side_base);
+    E("truncate(2) by path", truncate(path, 1000));
+    note_stat("after path truncate", d, "big", 0);
+    fd = openat(d, "big", O_RDONLY | O_DIRECT | O_CLOEXEC);
+    note("O_DIRECT open -> %s", err(fd));
+    if (fd >= 0) close(fd);
+}
+
+static void check_directory_link_counts(int d)
+{
+    mkdirat(d, "a", 0755);
+    mkdirat(d, "b", 0755);
+    mkdirat(d, "a/child", 0755);
+    note_stat("a with child", d, "a", 0);
+    note_stat("b empty", d, "b", 0);
+    E("move child to b", renameat(d, "a/child", d, "b/child"));
+    note_stat("a after move", d, "a", 0);
+    note_stat("b after move", d, "b", 0);
+    note_stat("child", d, "b/child", 0);
+    E("rmdir child", unlinkat(d, "b/child", AT_REMOVEDIR));
+    note_stat("b after rmdir", d, "b", 0);
+    note_stat("top", d, ".", 0);
+    E("rmdir a", unlinkat(d, "a", AT_REMOVEDIR));
+    E("stat removed", fstatat(d, "a", &(struct stat){0}, 0));
+    note_listing("top", d, ".");
+}
+
 static void check_tmpfile(int d)
 {
     int fd = openat(d, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0640);
@@ -788,10 +880,6 @@ static void check_tmpfile(int d)
     note_listing("dir", d, ".");
 }
 
-static void fill_pattern(char *buf, size_t len, unsigned seed)
-{
-    for (size_t i = 0; i < len; i++) buf[i] = (char)((i * 31 + seed) % 251);
-}
 
 static void check_copy_file_range(int d)
 {
@@ -993,6 +1081,9 @@ static const struct check checks[] = {
     {"flock", check_flock},
     {"permissions_uid1000", check_permissions_uid1000},
     {"setgid_cleared_on_write", check_setgid_cleared_on_write},
+    {"umask_and_setgid_directories", check_umask_and_setgid_directories},
+    {"large_offsets_truncate", check_large_offsets},
+    {"directory_link_counts", check_directory_link_counts},
     {"tmpfile_linkat", check_tmpfile},
     {"copy_file_range", check_copy_file_range},
     {"seek_data_hole", check_seek_data_hole},
