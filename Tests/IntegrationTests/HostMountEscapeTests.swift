@@ -122,7 +122,7 @@ final class HostMountEscapeTests: XCTestCase {
             outsidePath = URL(fileURLWithPath: share).deletingLastPathComponent().appendingPathComponent("outside").path
             try self.prepareHostileShare(share, outside: outsidePath)
         }
-        defer { _ = umount2(sharePath + "/bound", Int32(MNT_DETACH)) }
+        defer { _ = umount2(sharePath + "/bound", Int32(MNT_DETACH)) } // when a check above threw
         let m = daemon.mountpoint
         // Start-up is over once the mount answers; everything after this must be fd-relative.
         var st = stat()
@@ -178,6 +178,8 @@ final class HostMountEscapeTests: XCTestCase {
         usleep(300_000) // let strace write out the last calls
         let lines = try String(contentsOfFile: traceLog, encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(daemon.stop(), 0, daemon.log())
+        // Before the share is removed, so the removal cannot reach through the bind mount.
+        XCTAssertEqual(umount2(sharePath + "/bound", 0), 0)
 
         let calls = Self.tracedCalls(lines[min(startupLines, lines.count)...])
         var checked = 0
