@@ -336,13 +336,35 @@ extension PassthroughFileSystem {
         try checkName(name)
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
-        let hostFlags = hostOpenFlags(flags) | O_CREAT | O_NOFOLLOW | (Int32(bitPattern: flags) & O_EXCL)
-        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
-            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
-                try Sys.openat(pfd, name.cString, hostFlags, hostMode)
+        // Always O_EXCL on the host: open(2) of an existing FIFO would block the queue
+        // thread and of a device node would open the host device. An existing name
+        // goes through OPEN's checks instead.
+        let hostFlags = hostOpenFlags(flags) | O_CREAT | O_EXCL | O_NOFOLLOW
+        let fd: Int32
+        do {
+            fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+                try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                    try Sys.openat(pfd, name.cString, hostFlags, hostMode)
+                }
             }
+        } catch {
+            guard error == .exists, Int32(bitPattern: flags) & O_EXCL == 0 else { throw error }
+            return try openExisting(ctx, directory, name, flags: flags)
         }
         return try finishOpenCreation(fd: fd, extras: extras)
+    }
+
+    /// CREATE of a name that exists: looked up and opened as OPEN would, so only
+    /// regular files (and directories) are ever opened for I/O.
+    func openExisting(_ ctx: RequestContext, _ directory: InodeData, _ name: FileName, flags: UInt32) throws(Errno) -> (Entry, OpenReply) {
+        let entry = try lookupChild(directory, name.cString)
+        do {
+            let opened = try open(ctx, node: entry.nodeID, flags: flags, killSuidGid: false)
+            return (entry, opened)
+        } catch {
+            forget(entry.nodeID, count: 1)
+            throw error
+        }
     }
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {

@@ -1,0 +1,79 @@
+import XCTest
+import Foundation
+import Glibc
+import FUSE
+import Posix
+@testable import Passthrough
+
+/// Requests a hostile guest can send that the kernel's own FUSE client never would.
+final class HostileRequestTests: PassthroughTestCase {
+    /// Runs `body` on another thread; fails (and calls `unblock`) if it has not returned after `seconds`.
+    func assertReturns(within seconds: Double, unblock: () -> Void, _ body: @escaping @Sendable () -> Void,
+                       file: StaticString = #filePath, line: UInt = #line) {
+        let finished = expectation(description: "returned")
+        Thread { body(); finished.fulfill() }.start()
+        if XCTWaiter.wait(for: [finished], timeout: seconds) != .completed {
+            XCTFail("the request blocked its thread", file: file, line: line)
+            unblock()
+            wait(for: [finished], timeout: 10)
+        }
+    }
+
+    func testCreateOnAnExistingFIFODoesNotBlockAndOpensNothing() throws {
+        XCTAssertEqual(mkfifo(hostPath("fifo"), 0o666), 0)
+        let fs = self.fs!, root = self.root, fifo = name("fifo")
+        let outcome = ManagedAtomicBox()
+        // Without O_EXCL, open(2) of a FIFO for reading waits for a writer: the queue thread would hang.
+        assertReturns(within: 3, unblock: {
+            let writer = open(hostPath("fifo"), O_WRONLY | O_NONBLOCK)
+            if writer >= 0 { close(writer) }
+        }) {
+            do {
+                _ = try fs.create(root, parent: rootNodeID, name: fifo, mode: S_IFREG | 0o644,
+                                  flags: UInt32(O_RDONLY), extras: CreateExtras())
+                outcome.set("opened")
+            } catch {
+                outcome.set("\(error)")
+            }
+        }
+        XCTAssertNotEqual(outcome.get(), "opened", "CREATE must not hand out a handle to a FIFO")
+    }
+
+    func testCreateOnAnExistingDeviceNodeDoesNotOpenTheDevice() throws {
+        // A guest may MKNOD a device node; CREATE without O_EXCL must not then open the host device.
+        XCTAssertEqual(mknod(hostPath("null"), S_IFCHR | 0o666, dev_t(1 << 8 | 3)), 0)
+        assertErrno(.permissionDenied) {
+            try fs.create(root, parent: rootNodeID, name: name("null"), mode: S_IFREG | 0o644,
+                          flags: UInt32(O_RDWR), extras: CreateExtras())
+        }
+        // Nothing was left behind in the tables: no handle, no extra lookup.
+        XCTAssertEqual(fs.handles.withLock { $0.files.count }, 0)
+    }
+
+    func testCreateOnAnExistingRegularFileStillOpensIt() throws {
+        writeHostFile("f", "contents")
+        let (entry, opened) = try fs.create(root, parent: rootNodeID, name: name("f"), mode: S_IFREG | 0o644,
+                                            flags: UInt32(O_RDWR), extras: CreateExtras())
+        XCTAssertEqual(try read(entry.nodeID, opened.handle), "contents")
+        XCTAssertEqual(lookupCount(entry.nodeID), 1)
+        let truncated = try fs.create(root, parent: rootNodeID, name: name("f"), mode: S_IFREG | 0o644,
+                                      flags: UInt32(O_RDWR | O_TRUNC), extras: CreateExtras())
+        XCTAssertEqual(truncated.0.nodeID, entry.nodeID)
+        XCTAssertEqual(lookupCount(entry.nodeID), 2)
+        XCTAssertEqual(hostStat("f").st_size, 0)
+        // A symlink is still never followed.
+        XCTAssertEqual(symlink("/etc/passwd", hostPath("link")), 0)
+        assertErrno(.loop) {
+            try fs.create(root, parent: rootNodeID, name: name("link"), mode: S_IFREG | 0o644,
+                          flags: UInt32(O_RDWR), extras: CreateExtras())
+        }
+    }
+}
+
+/// A string shared with the thread a test runs a request on.
+final class ManagedAtomicBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = ""
+    func set(_ v: String) { lock.lock(); value = v; lock.unlock() }
+    func get() -> String { lock.lock(); defer { lock.unlock() }; return value }
+}
