@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Posix
 
 /// One region as the frontend describes it (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG).
@@ -40,6 +43,13 @@ final class MemoryMapping: @unchecked Sendable {
         let (_, gpaOverflow) = region.guestPhysicalAddress.addingReportingOverflow(region.size)
         let (_, uvaOverflow) = region.userspaceAddress.addingReportingOverflow(region.size)
         guard !gpaOverflow, !uvaOverflow else { throw .badRegion("address range wraps around") }
+        // A page mapped past the end of its file faults with SIGBUS when touched.
+        if let st = try? Sys.fstat(fd), st.st_mode & S_IFMT == S_IFREG {
+            let (end, endOverflow) = region.mmapOffset.addingReportingOverflow(region.size)
+            guard !endOverflow, end <= UInt64(max(0, st.st_size)) else {
+                throw .badRegion("size 0x\(String(region.size, radix: 16)) at offset 0x\(String(region.mmapOffset, radix: 16)) reaches past the end of its file (0x\(String(st.st_size, radix: 16)) bytes)")
+            }
+        }
         do {
             base = try Sys.mmapShared(fd, length: Int(total), offset: Int64(offset))
         } catch {

@@ -57,6 +57,20 @@ final class GuestMemoryTests: XCTestCase {
             fds: [fd, fd]), "overlapping regions")
     }
 
+    func testRegionReachingPastTheEndOfItsFileIsRejected() throws {
+        // Touching a mapping beyond the end of its file is SIGBUS: refuse the region up front.
+        let fd = try memfd(0x1000)
+        defer { Sys.close(fd) }
+        XCTAssertThrowsError(try GuestMemory(regions: [
+            MemoryRegionDescription(guestPhysicalAddress: 0, size: 0x100000, userspaceAddress: 0, mmapOffset: 0)], fds: [fd]))
+        XCTAssertThrowsError(try GuestMemory(regions: [
+            MemoryRegionDescription(guestPhysicalAddress: 0, size: 0x1000, userspaceAddress: 0, mmapOffset: 0x1000)], fds: [fd]))
+        XCTAssertThrowsError(try GuestMemory().adding(
+            MemoryRegionDescription(guestPhysicalAddress: 0, size: 0x2000, userspaceAddress: 0, mmapOffset: 0), fd: fd))
+        XCTAssertNoThrow(try GuestMemory(regions: [
+            MemoryRegionDescription(guestPhysicalAddress: 0, size: 0x800, userspaceAddress: 0, mmapOffset: 0x800)], fds: [fd]))
+    }
+
     func testAddAndRemoveRegions() throws {
         let fd = try memfd(0x1000)
         defer { Sys.close(fd) }
