@@ -116,7 +116,7 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             guard fds[0].revents != 0 else { continue }
             let message: Message
             do {
-                guard let m = try codec.receive(from: connection) else {
+                guard let m = try codec.receive(from: connection, shutdownFD: shutdownFD) else {
                     logger.info("frontend disconnected")
                     return
                 }

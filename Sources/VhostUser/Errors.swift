@@ -24,6 +24,7 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
     // Local failures.
     case socket(Errno)
     case truncatedMessage
+    case shutdownMidMessage
     case thread(Errno)
 
     public var description: String {
@@ -64,6 +65,8 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
             return "socket error: \(e)"
         case .truncatedMessage:
             return "connection closed in the middle of a message"
+        case .shutdownMidMessage:
+            return "shutdown requested while the frontend was in the middle of a message"
         case .thread(let e):
             return "cannot start a queue thread: \(e)"
         }

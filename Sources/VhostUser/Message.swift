@@ -138,8 +138,9 @@ public struct MessageCodec: Sendable {
     }
 
     /// Reads one message; nil when the peer closed the connection between messages.
-    /// On error every received fd has been closed.
-    public func receive(from socket: Int32) throws(VhostUserError) -> Message? {
+    /// On error every received fd has been closed. While the rest of a message is
+    /// awaited, `shutdownFD` becoming readable ends the wait with `.shutdownMidMessage`.
+    public func receive(from socket: Int32, shutdownFD: Int32 = -1) throws(VhostUserError) -> Message? {
         var header = (UInt32(0), UInt32(0), UInt32(0))
         var fds = [Int32](repeating: -1, count: Int(CVFS_VHOST_USER_MAX_FDS))
         var fdCount: Int32 = 0
@@ -165,7 +166,7 @@ public struct MessageCodec: Sendable {
             // A stream socket may split the header; the fds came with its first byte.
             if n < MessageCodec.headerSize {
                 let failure = withUnsafeMutableBytes(of: &header) { raw in
-                    MessageCodec.readExactly(socket, UnsafeMutableRawBufferPointer(rebasing: raw[n...]))
+                    MessageCodec.readExactly(socket, UnsafeMutableRawBufferPointer(rebasing: raw[n...]), shutdownFD: shutdownFD)
                 }
                 if let failure { throw failure }
             }
@@ -178,7 +179,7 @@ public struct MessageCodec: Sendable {
             }
             guard size <= UInt32(MessageCodec.maxPayload) else { throw .payloadTooLarge(request: code, size: size) }
             var payload = [UInt8](repeating: 0, count: Int(size))
-            let failure = payload.withUnsafeMutableBytes { raw in MessageCodec.readExactly(socket, raw) }
+            let failure = payload.withUnsafeMutableBytes { raw in MessageCodec.readExactly(socket, raw, shutdownFD: shutdownFD) }
             if let failure { throw failure }
             let request = try decode(code: code, payload: payload, fds: received)
             received = []
@@ -192,11 +193,18 @@ public struct MessageCodec: Sendable {
     }
 
     /// Fills `buffer` from the stream; the error, or nil when it is full.
-    static func readExactly(_ socket: Int32, _ buffer: UnsafeMutableRawBufferPointer) -> VhostUserError? {
+    /// A frontend that stalls mid-message must not keep a shutdown signal waiting.
+    static func readExactly(_ socket: Int32, _ buffer: UnsafeMutableRawBufferPointer, shutdownFD: Int32 = -1) -> VhostUserError? {
         var done = 0
         while done < buffer.count {
             let n: Int
             do {
+                if shutdownFD >= 0 {
+                    var fds = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
+                               pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0)]
+                    _ = try Sys.poll(&fds)
+                    if fds[0].revents == 0 && fds[1].revents != 0 { return .shutdownMidMessage }
+                }
                 n = try Sys.recv(socket, UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
             } catch {
                 return .socket(error)

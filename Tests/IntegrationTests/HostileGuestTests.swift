@@ -153,4 +153,18 @@ final class HostileGuestTests: XCTestCase {
             }
         }
     }
+
+    func testSigtermEndsADaemonWhoseFrontendStalledMidMessage() throws {
+        let rig = try Rig()
+        try rig.frontend.handshake()
+        // A header that promises 8 bytes of payload, then nothing, with the connection left open.
+        try rig.frontend.sendRaw(request: CVFS_VHOST_USER_SET_FEATURES.rawValue, flags: UInt32(CVFS_VHOST_USER_VERSION),
+                                 payload: UnsafeRawBufferPointer(start: nil, count: 0), declaredSize: 8)
+        usleep(200_000)
+        try Sys.signalProcess(rig.daemon.pid, SIGTERM)
+        guard let exit = rig.daemon.waitForExit(timeoutMilliseconds: 5000) else {
+            return XCTFail("SIGTERM did not end a daemon waiting for the rest of a message")
+        }
+        if case .signalled(let signal) = exit { XCTFail("daemon died of signal \(signal): \(rig.daemon.logTail())") }
+    }
 }
