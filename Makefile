@@ -4,6 +4,9 @@ PREFIX     ?= /usr/local
 DESTDIR    ?=
 BUILD_DIR  := .build
 RELEASE_BIN := $(BUILD_DIR)/release/virtiofsd
+# Package.swift's release link searches here first, so the toolchain's -lstdc++
+# picks the static archive: the binary needs no libstdc++.so or libgcc_s.so.
+STATIC_CXX  := $(BUILD_DIR)/static-libstdc++
 DEBUG_BIN   := $(BUILD_DIR)/debug/virtiofsd
 
 # Debian packages the build, the tests, the guest rig and the demo need.
@@ -11,13 +14,19 @@ APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev
                 qemu-system-x86 qemu-utils linux-image-amd64 busybox-static \
                 attr acl cpio kmod gcc libc6-dev strace
 
-.PHONY: all release debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
+.PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
         bench demo install clean
 
 all: release
 
-release: deps
+release: deps static-cxx
 	$(SWIFT) build -c release --static-swift-stdlib --product virtiofsd
+
+static-cxx:
+	@mkdir -p $(STATIC_CXX)
+	@lib=$$($(CC) -print-file-name=libstdc++.a); \
+	if [ -f "$$lib" ]; then ln -sf "$$lib" $(STATIC_CXX)/libstdc++.a; \
+	else echo "warning: no libstdc++.a (install libstdc++-12-dev); linking libstdc++ dynamically"; fi
 
 debug: deps
 	$(SWIFT) build
@@ -51,9 +60,8 @@ e2e-rootfs: release
 e2e-libvirt: release
 	Tests/e2e/libvirt.sh --daemon $(RELEASE_BIN)
 
-bench: deps
+bench: release
 	$(SWIFT) build -c release --product virtiofsd-bench
-	$(SWIFT) build -c release --static-swift-stdlib --product virtiofsd
 	$(BUILD_DIR)/release/virtiofsd-bench --daemon $(RELEASE_BIN)
 
 demo: release

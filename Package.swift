@@ -37,7 +37,17 @@ let package = Package(
         .executableTarget(
             name: "virtiofsd",
             dependencies: ["CVirtioFS", "Posix", "VhostUser", "FUSE", "Passthrough",
-                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap"]),
+                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap"],
+            linkerSettings: [
+                // Release builds link the C++ runtime statically (with --static-swift-stdlib
+                // the binary then needs only libc, libseccomp, libcap-ng and libfuse3).
+                // `make release` puts a libstdc++.a link in this directory; the toolchain's
+                // own -lstdc++ then finds it before the shared library. Without the
+                // directory the link is simply dynamic.
+                .unsafeFlags(["-Xclang-linker", "-L.build/static-libstdc++",
+                              "-Xclang-linker", "-static-libgcc"],
+                             .when(configuration: .release)),
+            ]),
         .executableTarget(
             name: "virtiofsd-bench",
             dependencies: ["CVirtioFS", "Posix", "VhostUserFrontend"],
