@@ -120,20 +120,30 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
 
     func processBatch() {
         guard !broken else { return }
+        // One exclusive access to `queue` for the whole batch: reading its members
+        // one at a time from this class costs a run-time exclusivity check and a
+        // copy of the struct (retaining its memory table) each time.
+        if !processBatch(&queue) { broken = true }
+    }
+
+    /// Drains `queue` and notifies the driver; false when the ring indices are corrupt.
+    private func processBatch(_ queue: inout SplitQueue) -> Bool {
         let before = queue.nextUsed
+        var healthy = true
         do {
             if let pool, let batch, queue.pendingCount >= poolThreshold {
-                try drain(through: pool, batch)
+                try drain(&queue, through: pool, batch)
             } else {
                 _ = try queue.drain(handler: handler, queueIndex: queueIndex) { logMalformed($0) }
             }
         } catch {
-            broken = true
+            healthy = false
             logger.error("queue \(queueIndex): ring indices corrupt, queue stopped until reset: \(error)")
         }
         if queue.nextUsed != before, queue.needsNotification(since: before), let callFD {
             try? Sys.eventfdSignal(callFD)
         }
+        return healthy
     }
 
     private func logMalformed(_ error: ChainError) {
@@ -147,7 +157,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     /// Many chains pending: hand them to the pool in batches, wait for each
     /// batch, then push its used entries in order from this thread (so only
     /// this thread ever writes the used ring).
-    private func drain(through pool: WorkerPool, _ batch: ChainBatch<Handler>) throws(RingError) {
+    private func drain(_ queue: inout SplitQueue, through pool: WorkerPool, _ batch: ChainBatch<Handler>) throws(RingError) {
         let chainRoom = SplitQueue.storageCapacity(queueSize: queue.size)
         while true {
             batch.count = 0
