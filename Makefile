@@ -21,6 +21,8 @@ all: release
 
 release: deps static-cxx
 	$(SWIFT) build -c release --static-swift-stdlib --product virtiofsd
+	@if ldd $(RELEASE_BIN) | grep -Eq 'libstdc\+\+|libgcc_s'; then \
+	    echo "warning: $(RELEASE_BIN) links the C++ runtime dynamically"; fi
 
 static-cxx:
 	@mkdir -p $(STATIC_CXX)
