@@ -21,6 +21,9 @@ all: release
 
 release: deps static-cxx
 	$(SWIFT) build -c release --static-swift-stdlib --product virtiofsd
+	@# A binary linked before the archive link existed is up to date for SwiftPM: relink it.
+	@if ldd $(RELEASE_BIN) | grep -Eq 'libstdc\+\+|libgcc_s' && [ -e $(STATIC_CXX)/libstdc++.a ]; then \
+	    rm -f $(RELEASE_BIN) && $(SWIFT) build -c release --static-swift-stdlib --product virtiofsd; fi
 	@if ldd $(RELEASE_BIN) | grep -Eq 'libstdc\+\+|libgcc_s'; then \
 	    echo "warning: $(RELEASE_BIN) links the C++ runtime dynamically"; fi
 
