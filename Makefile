@@ -46,7 +46,7 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: unit-test e2e
+test: unit-test e2e e2e-libvirt
 
 unit-test: deps
 	$(SWIFT) build --build-tests
@@ -72,12 +72,19 @@ bench: release
 demo: release
 	Tests/e2e/demo.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 
+# libvirt reads vhost-user descriptors from /usr/share/qemu/vhost-user and
+# /etc/qemu/vhost-user and takes the first "fs" one by file name; QEMU's own is
+# 50-qemu-virtiofsd.json. To make libvirt pick this daemon without <binary path>:
+#   make install VHOST_USER_DIR=/etc/qemu/vhost-user DESCRIPTOR_NAME=40-swift-virtiofsd.json
+VHOST_USER_DIR  ?= $(PREFIX)/share/qemu/vhost-user
+DESCRIPTOR_NAME ?= 50-swift-virtiofsd.json
+
 install: release
 	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/libexec/virtiofsd
 	install -D -m 0644 docs/virtiofsd.1 $(DESTDIR)$(PREFIX)/share/man/man1/virtiofsd.1
-	install -d $(DESTDIR)$(PREFIX)/share/qemu/vhost-user
+	install -d $(DESTDIR)$(VHOST_USER_DIR)
 	sed 's|@BINARY@|$(PREFIX)/libexec/virtiofsd|' docs/50-swift-virtiofsd.json.in \
-	    > $(DESTDIR)$(PREFIX)/share/qemu/vhost-user/50-swift-virtiofsd.json
+	    > $(DESTDIR)$(VHOST_USER_DIR)/$(DESCRIPTOR_NAME)
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -10,9 +10,9 @@ import Posix
 /// a virtqueue. libfuse is used for the mount and unmount only; requests are
 /// read and answered here, so the dispatcher sees exactly what a guest would send.
 ///
-/// Mount options: fs name "virtiofsd"; no `allow_other` (only the mounting user,
-/// root in tests, may enter the mount) and no `default_permissions` (permission
-/// checks are the filesystem's, as they are for a guest).
+/// Mount options: fs name "virtiofsd", `allow_other` and `default_permissions`, the
+/// options a guest's virtio-fs mount always has: every user may enter the mount and
+/// the kernel checks permissions (mode bits, ACLs) from the attributes we return.
 public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
     // Safety of @unchecked Sendable: `session` and the descriptors are set in init
     // and only torn down by `run` (once, on the calling thread) or deinit.
@@ -29,7 +29,7 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
         self.server = server
         self.logger = logger
 
-        let arguments = ["virtiofsd", "-o", "fsname=virtiofsd"]
+        let arguments = ["virtiofsd", "-o", "fsname=virtiofsd,allow_other,default_permissions"]
         let cArguments = arguments.map { strdup($0) }
         defer { cArguments.forEach { free($0) } }
         var argv = cArguments

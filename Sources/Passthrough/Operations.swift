@@ -147,12 +147,12 @@ extension PassthroughFileSystem {
             let size = Int64(attributes.size)
             if let file {
                 try Sys.ftruncate(file.fd, size)
-                if killPriv { killPrivileges(fd: file.fd) }
+                if killPriv { killPrivileges(fd: file.fd, callerGID: ctx.gid) }
             } else {
                 guard data.isRegular else { throw data.isDirectory ? Errno.isDirectory : Errno.invalidArgument }
                 try withIOFD(data, flags: O_WRONLY) { (fd) throws(Errno) in
                     try Sys.ftruncate(fd, size)
-                    if killPriv { killPrivileges(fd: fd) }
+                    if killPriv { killPrivileges(fd: fd, callerGID: ctx.gid) }
                 }
             }
             if !killPriv { killRemappedCapability(data) }
@@ -275,7 +275,7 @@ extension PassthroughFileSystem {
         let hostFlags = hostOpenFlags(flags)
         if hostFlags & O_ACCMODE != O_RDONLY || hostFlags & O_TRUNC != 0 { try ensureWritable() }
         let fd = try reopen(data, flags: hostFlags)
-        if killSuidGid && isNegotiated(.handleKillprivV2) && hostFlags & O_TRUNC != 0 { killPrivileges(fd: fd) }
+        if killSuidGid && isNegotiated(.handleKillprivV2) && hostFlags & O_TRUNC != 0 { killPrivileges(fd: fd, callerGID: ctx.gid) }
         let handle = registerHandle(fd: fd, inode: data)
         return OpenReply(handle: handle, flags: openReplyFlags(directory: data.isDirectory))
     }
@@ -302,7 +302,7 @@ extension PassthroughFileSystem {
             try Sys.pwritev(fd, iov, Int64(offset))
         }
         guard let written else { throw Errno.invalidArgument }
-        if killSuidGid && isNegotiated(.handleKillprivV2) { killPrivileges(fd: fd) } else { killRemappedCapability(fd: fd) }
+        if killSuidGid && isNegotiated(.handleKillprivV2) { killPrivileges(fd: fd, callerGID: ctx.gid) } else { killRemappedCapability(fd: fd) }
         return written
     }
 

@@ -88,6 +88,22 @@ public final class Logger: Sendable {
     public func debug(_ message: @autoclosure () -> String) { log(.debug, message()) }
     public func trace(_ message: @autoclosure () -> String) { log(.trace, message()) }
 
+    /// UTC wall-clock time with milliseconds, e.g. "2026-11-21 11:34:37.985".
+    static func timestamp() -> String {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var seconds = ts.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let digits = String(v)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))."
+            + pad(Int32(ts.tv_nsec / 1_000_000), 3)
+    }
+
     private func emit(_ l: LogLevel, _ message: String) {
         switch destination {
         case .discard:
@@ -97,11 +113,7 @@ public final class Logger: Sendable {
                 withVaList([text]) { vsyslog(l.syslogPriority, "%s", $0) }
             }
         case .standardError:
-            var ts = timespec()
-            clock_gettime(CLOCK_REALTIME, &ts)
-            let millis = ts.tv_nsec / 1_000_000
-            let ms = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
-            var line = "[\(ts.tv_sec).\(ms)] [\(label)] [\(l.label)] \(message)\n"
+            var line = "[\(Self.timestamp())] [\(label)] [\(l.label)] \(message)\n"
             line.withUTF8 { bytes in
                 _ = Glibc.write(2, bytes.baseAddress, bytes.count)
             }

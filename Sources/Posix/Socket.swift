@@ -86,6 +86,11 @@ extension Sys {
         return st
     }
 
+    /// The corresponding C function is `rename`.
+    public static func rename(_ from: String, _ to: String) throws(Errno) {
+        _ = try checked(Glibc.rename(from, to))
+    }
+
     /// The corresponding C function is `chmod`.
     public static func chmod(_ path: String, _ mode: mode_t) throws(Errno) {
         _ = try checked(Glibc.chmod(path, mode))

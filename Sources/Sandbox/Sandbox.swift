@@ -207,6 +207,13 @@ public enum Sandbox {
             sigemptyset(&action.sa_mask)
             _ = sigaction(sig, &action, nil)
         }
+        // The daemon blocks these from its start so that none is lost or fatal before it
+        // can handle them; here they must reach the handlers (one may already be pending),
+        // whoever blocked them: the mask is inherited.
+        var forwarded = sigset_t()
+        sigemptyset(&forwarded)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&forwarded, sig) }
+        sigprocmask(SIG_UNBLOCK, &forwarded, nil)
         while true {
             let status: Int32
             do {

@@ -307,7 +307,7 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             throw .thread(error)
         }
         queues[q].worker = worker
-        logger.debug("queue \(q) started (size \(state.size), next available \(state.lastAvailable))")
+        logger.info("queue \(q) started (size \(state.size), next available \(state.lastAvailable))")
     }
 
     /// Stops queue `q`'s thread (joining it) and keeps its ring position.

@@ -45,23 +45,41 @@ public enum Listener {
             if isSomeoneListening(address) { throw .anotherDaemonListening(path) }
             do { try Sys.unlink(path) } catch { throw .step("remove stale", path: path, error) }
         }
+        // Bind under a temporary name beside the final one and rename it into place
+        // once listening, so a frontend that sees the socket file never gets
+        // ECONNREFUSED. A path too long for the temporary name is bound directly.
+        let temporary = "\(path).\(getpid()).tmp"
+        let bindPath: String
+        let bindAddress: sockaddr_un
+        if let t = try? Sys.unixAddress(temporary) {
+            bindPath = temporary
+            bindAddress = t
+            try? Sys.unlink(temporary)
+        } else {
+            bindPath = path
+            bindAddress = address
+        }
         let fd: Int32
         do { fd = try Sys.unixStreamSocket() } catch { throw .step("create", path: path, error) }
         do throws(ListenerError) {
             // The socket file appears with the umask's mode: keep it private from the start.
             let oldMask = Sys.umask(0o177)
-            do { try Sys.bind(fd, address) } catch {
+            do { try Sys.bind(fd, bindAddress) } catch {
                 Sys.umask(oldMask)
                 throw .step("bind", path: path, error)
             }
             Sys.umask(oldMask)
             if let group {
-                do { try Sys.chgrp(path, group) } catch { throw .step("set the group of", path: path, error) }
-                do { try Sys.chmod(path, 0o660) } catch { throw .step("set the mode of", path: path, error) }
+                do { try Sys.chgrp(bindPath, group) } catch { throw .step("set the group of", path: path, error) }
+                do { try Sys.chmod(bindPath, 0o660) } catch { throw .step("set the mode of", path: path, error) }
             }
             do { try Sys.listen(fd, backlog: 1) } catch { throw .step("listen on", path: path, error) }
+            if bindPath != path {
+                do { try Sys.rename(bindPath, path) } catch { throw .step("rename the socket into", path: path, error) }
+            }
         } catch {
             Sys.close(fd)
+            if bindPath != path { try? Sys.unlink(bindPath) }
             throw error
         }
         return fd

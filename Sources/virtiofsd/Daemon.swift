@@ -16,6 +16,14 @@ import XattrMap
 func runDaemon(_ options: DaemonOptions) -> Int32 {
     let logger = Logger(label: "virtiofsd", level: logLevel(options.logLevel),
                         destination: options.syslog ? .syslog : .standardError)
+    // From here a stop request must end in a clean exit, not kill us half set up: keep
+    // SIGTERM/SIGINT/SIGHUP pending until the signalfd below reads them. Blocked signals
+    // are also queued for the namespace child (PID 1) before it has handlers, where the
+    // kernel would otherwise drop them.
+    var stopSignals = sigset_t()
+    sigemptyset(&stopSignals)
+    for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&stopSignals, sig) }
+    do { try Signals.blockSignals(stopSignals) } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
 
     // ---- checks that need more than the parser ----
     var xattrMap: XattrMap? = nil
@@ -27,7 +35,7 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         let text = options.modcaps.map { ($0.add ? "+" : "-") + $0.name }.joined(separator: ":")
         capabilityEdits = text.isEmpty ? [] : try parseCapabilityEdits(text)
     } catch {
-        fail("--modcaps: \(error)")
+        fail("--\(error)")  // the sandbox error already starts with "modcaps:"
     }
     let uidMap = singleRange(options.uidMap, option: "--uid-map")
     let gidMap = singleRange(options.gidMap, option: "--gid-map")
@@ -108,17 +116,36 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
 
     // ---- one frontend, then exit ----
     logger.info("waiting for the vhost-user frontend")
-    let connection: Int32
+    var accepted: Int32? = nil
     do {
-        guard let accepted = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
-            logger.info("stopped by signal before a frontend connected")
-            return 0
+        // A connection that closes before saying anything is not the frontend: another
+        // daemon started on the same --socket-path probes whether we still listen, and
+        // must not use up the one frontend we serve.
+        while accepted == nil {
+            guard let candidate = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
+                logger.info("stopped by signal before a frontend connected")
+                return 0
+            }
+            var fds = [pollfd(fd: candidate, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0)]
+            _ = try Sys.poll(&fds)
+            if fds[1].revents != 0 {
+                Sys.close(candidate)
+                logger.info("stopped by signal before the frontend spoke")
+                return 0
+            }
+            if (try? Sys.peekForData(candidate)) == true {
+                accepted = candidate
+            } else {
+                logger.debug("a connection closed without a message; still waiting for the frontend")
+                Sys.close(candidate)
+            }
         }
-        connection = accepted
     } catch {
         logger.error("accepting the frontend: \(error)")
         return 1
     }
+    guard let connection = accepted else { return 1 }
     Sys.close(listenFD)
     logger.info("frontend connected")
     do {

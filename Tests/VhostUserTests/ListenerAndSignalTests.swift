@@ -93,11 +93,40 @@ final class ListenerTests: XCTestCase {
 
 final class SignalTests: XCTestCase {
     func testShutdownSignalBecomesReadableOnTheSignalfd() throws {
+        var saved = sigset_t()
+        pthread_sigmask(SIG_SETMASK, nil, &saved)
         let fd = try Signals.blockShutdownSignals()
-        defer { Sys.close(fd) }
+        defer {
+            Sys.close(fd)
+            // Later tests start children, which would inherit a blocked SIGTERM.
+            pthread_sigmask(SIG_SETMASK, &saved, nil)
+        }
         // Directed at this thread, which has the signal blocked: it waits in the signalfd.
         XCTAssertEqual(pthread_kill(pthread_self(), SIGTERM), 0)
         XCTAssertTrue(waitReadable(fd))
         XCTAssertEqual(try Signals.readSignal(fd), SIGTERM)
+    }
+}
+
+final class ListenerRenameTests: XCTestCase {
+    func testSocketFileAppearsOnlyOnceListeningAndNoTemporaryNameRemains() throws {
+        let dir = "/tmp/vu-rename-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        XCTAssertEqual(mkdir(dir, 0o700), 0)
+        defer { _ = rmdir(dir) }
+        let path = dir + "/s.sock"
+        let fd = try Listener.bindSocket(path: path)
+        defer { Sys.close(fd); _ = unlink(path) }
+        // The only entry is the final name, and it accepts connections at once.
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir)
+        XCTAssertEqual(names, ["s.sock"])
+        let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(client) }
+        var address = try Sys.unixAddress(path)
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(client, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        XCTAssertEqual(rc, 0, "connect: \(Errno.current)")
     }
 }

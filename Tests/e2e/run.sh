@@ -190,6 +190,15 @@ run_config() {
         echo "umount FAIL umount /mnt failed in the guest" >>"$results"
     fi
     verify_host "$shared" "$config" | sed 's/^CHECK //' >>"$results"
+    # Our daemon says at info level which queues the frontend started; the guest
+    # driver must have started the hiprio queue and every request queue.
+    if e2e_daemon_supports_mq "$bin"; then
+        local want="0 1" q missing=""
+        [ "$config" = mq2 ] && want="0 1 2"
+        for q in $want; do grep -a -q "queue $q started" "$base.daemon.log" || missing="$missing $q"; done
+        [ -z "$missing" ] && echo "queues_started PASS $want" >>"$results" \
+            || echo "queues_started FAIL queue(s)$missing never started" >>"$results"
+    fi
     # The daemon must survive the whole session and end cleanly: on its own with
     # status 0 when QEMU disconnects, or at the latest on SIGTERM.
     case "$DAEMON_EXIT" in
