@@ -12,7 +12,7 @@ DEBUG_BIN   := $(BUILD_DIR)/debug/virtiofsd
 # Debian packages the build, the tests, the guest rig and the demo need.
 APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev fuse3 \
                 qemu-system-x86 qemu-utils linux-image-amd64 busybox-static \
-                attr acl cpio kmod gcc libc6-dev strace
+                attr acl cpio kmod gcc libc6-dev libstdc++-12-dev strace
 
 .PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
         bench demo install clean
@@ -80,7 +80,7 @@ VHOST_USER_DIR  ?= $(PREFIX)/share/qemu/vhost-user
 DESCRIPTOR_NAME ?= 50-swift-virtiofsd.json
 
 install: release
-	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/libexec/virtiofsd
+	install -D -s -m 0755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/libexec/virtiofsd
 	install -D -m 0644 docs/virtiofsd.1 $(DESTDIR)$(PREFIX)/share/man/man1/virtiofsd.1
 	install -d $(DESTDIR)$(VHOST_USER_DIR)
 	sed 's|@BINARY@|$(PREFIX)/libexec/virtiofsd|' docs/50-swift-virtiofsd.json.in \
