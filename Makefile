@@ -55,6 +55,8 @@ unit-test: deps
 # Real-guest checks (QEMU, TCG). E2E_ARGS passes extra options, e.g. E2E_ARGS="--config xattr".
 e2e: release
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
+	@# A find over more files than RLIMIT_NOFILE allows: the top complaint about virtiofsd.
+	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --config fd-limit
 
 e2e-reference: release
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --reference /usr/lib/qemu/virtiofsd $(E2E_ARGS)
