@@ -3,6 +3,13 @@
 // hosts run hundreds of daemons, so size and idle memory matter.
 import PackageDescription
 
+// The request path crosses modules (VhostUser -> virtiofsd -> FUSE -> Passthrough)
+// and the dispatcher is generic over reader, writer and filesystem: with whole
+// cross-module optimisation the executable specialises `Server` for the chain
+// reader/writer and `PassthroughFileSystem` instead of calling through witness
+// tables. Release only: it slows the build and debug builds gain nothing.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
 let package = Package(
     name: "swift-virtiofsd",
     products: [
@@ -20,12 +27,12 @@ let package = Package(
                        providers: [.apt(["libfuse3-dev"])]),
 
         // Errno, one thin wrapper per system call, and the logger.
-        .target(name: "Posix", dependencies: ["CVirtioFS"]),
+        .target(name: "Posix", dependencies: ["CVirtioFS"], swiftSettings: hotPath),
 
-        .target(name: "VhostUser", dependencies: ["CVirtioFS", "Posix"]),
-        .target(name: "FUSE", dependencies: ["CVirtioFS", "Posix"]),
+        .target(name: "VhostUser", dependencies: ["CVirtioFS", "Posix"], swiftSettings: hotPath),
+        .target(name: "FUSE", dependencies: ["CVirtioFS", "Posix"], swiftSettings: hotPath),
         .target(name: "XattrMap"),
-        .target(name: "Passthrough", dependencies: ["CVirtioFS", "Posix", "FUSE", "XattrMap"]),
+        .target(name: "Passthrough", dependencies: ["CVirtioFS", "Posix", "FUSE", "XattrMap"], swiftSettings: hotPath),
         .target(name: "Sandbox", dependencies: ["CVirtioFS", "Posix", "CSeccomp", "CCapNG"]),
         // The /dev/fuse transport: the same dispatcher, fed by a host FUSE mount.
         .target(name: "HostFUSE", dependencies: ["CVirtioFS", "Posix", "FUSE", "CFuse3"]),
@@ -37,7 +44,18 @@ let package = Package(
         .executableTarget(
             name: "virtiofsd",
             dependencies: ["CVirtioFS", "Posix", "VhostUser", "FUSE", "Passthrough",
-                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap"]),
+                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap"],
+            swiftSettings: hotPath,
+            linkerSettings: [
+                // Release builds link the C++ runtime statically (with --static-swift-stdlib
+                // the binary then needs only libc, libseccomp, libcap-ng and libfuse3).
+                // `make release` puts a libstdc++.a link in this directory; the toolchain's
+                // own -lstdc++ then finds it before the shared library. Without the
+                // directory the link is simply dynamic.
+                .unsafeFlags(["-Xclang-linker", "-L.build/static-libstdc++",
+                              "-Xclang-linker", "-static-libgcc"],
+                             .when(configuration: .release)),
+            ]),
         .executableTarget(
             name: "virtiofsd-bench",
             dependencies: ["CVirtioFS", "Posix", "VhostUserFrontend"],

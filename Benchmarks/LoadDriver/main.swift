@@ -14,14 +14,17 @@ struct Settings {
     var depths = [1, 16]
     var operations = Operation.allCases
     var daemonArguments: [String] = []
+    var footprint = false
 }
 
 func usage() -> Never {
     print("""
     usage: virtiofsd-bench [--daemon PATH] [--reference PATH | --no-reference] [--seconds S]
                            [--depths 1,16] [--only OP[,OP...]] [--daemon-arg ARG]...
+           virtiofsd-bench --footprint [--daemon PATH] [--reference PATH | --no-reference]
     Runs each operation at each depth for S seconds against: our daemon (--daemon),
-    the reference daemon, and plain syscalls. Operations: \(Operation.allCases.map(\.rawValue).joined(separator: ", "))
+    the reference daemon, and plain syscalls. --footprint instead reports each
+    daemon's binary size and resident memory, idle and after a frontend connects. Operations: \(Operation.allCases.map(\.rawValue).joined(separator: ", "))
     """)
     exit(2)
 }
@@ -53,6 +56,7 @@ func parseSettings() -> Settings {
             guard !ops.isEmpty else { usage() }
             settings.operations = ops
         case "--daemon-arg": settings.daemonArguments.append(value(arg))
+        case "--footprint": settings.footprint = true
         case "-h", "--help": usage()
         default: print("unknown argument \(arg)"); usage()
         }
@@ -137,6 +141,21 @@ func readAll(_ path: String) throws -> [UInt8] {
         bytes += chunk[0..<n]
     }
     return bytes
+}
+
+if settings.footprint {
+    var rows: [(String, FootprintResult)] = []
+    if let daemon = settings.daemon {
+        rows.append(("ours", measureFootprint(binary: daemon, label: "ours", directory: workDirectory,
+                                              extra: settings.daemonArguments)))
+    }
+    if settings.runReference {
+        rows.append(("reference", measureFootprint(binary: settings.reference, label: "reference",
+                                                   directory: workDirectory, extra: [])))
+    }
+    printFootprint(rows)
+    removeTree(workDirectory)
+    exit(0)
 }
 
 print("virtiofsd-bench: \(settings.seconds) s per cell, depths \(settings.depths), \(cells.count) cells per target")

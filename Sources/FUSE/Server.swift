@@ -63,7 +63,7 @@ public final class Server<FS: FileSystem>: Sendable {
     /// back to the kernel), or 0 when there is no reply: FORGET, BATCH_FORGET,
     /// INTERRUPT, a request too broken to answer, or a writer too small for the reply.
     public func handle<R: FuseReader, W: FuseWriter>(_ reader: inout R, _ writer: inout W) -> Int {
-        guard let header = reader.readObject(fuse_in_header.self) else {
+        guard let header = reader.readWire(fuse_in_header.self) else {
             // Without a whole header there is no unique id to answer to.
             logger.debug("request shorter than fuse_in_header (\(reader.remaining) bytes): dropped")
             return 0
@@ -131,15 +131,15 @@ public final class Server<FS: FileSystem>: Sendable {
 
         case .forget:
             // No reply ever; a short one is simply ignored.
-            if let arg = r.readObject(fuse_forget_in.self) { fs.forget(node, count: arg.nlookup) }
+            if let arg = r.readWire(fuse_forget_in.self) { fs.forget(node, count: arg.nlookup) }
             return 0
 
         case .batchForget:
-            guard let arg = r.readObject(fuse_batch_forget_in.self) else { return 0 }
+            guard let arg = r.readWire(fuse_batch_forget_in.self) else { return 0 }
             let (bytes, overflow) = Int(arg.count).multipliedReportingOverflow(by: MemoryLayout<fuse_forget_one>.size)
             guard !overflow, bytes <= r.remaining else { return 0 }
             for _ in 0..<Int(arg.count) {
-                guard let one = r.readObject(fuse_forget_one.self) else { break }
+                guard let one = r.readWire(fuse_forget_one.self) else { break }
                 fs.forget(one.nodeid, count: one.nlookup)
             }
             return 0
@@ -237,7 +237,7 @@ public final class Server<FS: FileSystem>: Sendable {
             // A writer smaller than asked for gets what fits (a short read).
             let size = UInt32(min(Int(arg.size), w.available - FuseWire.outHeaderSize))
             // The header goes first; its length is filled in once the data is there.
-            guard w.writeObject(fuse_out_header()) else { return 0 }
+            guard w.writeWire(fuse_out_header()) else { return 0 }
             let n = try fs.read(ctx, node: node, handle: arg.fh, offset: arg.offset, size: size, into: &w)
             guard n >= 0, n <= Int(size) else { throw .ioError }
             let total = FuseWire.outHeaderSize + n
@@ -652,8 +652,8 @@ public final class Server<FS: FileSystem>: Sendable {
     // MARK: decoding helpers
 
     @inline(__always)
-    static func read<T: BitwiseCopyable, R: FuseReader>(_ type: T.Type, _ r: inout R) throws(Errno) -> T {
-        guard let value = r.readObject(T.self) else { throw .invalidArgument }
+    static func read<T, R: FuseReader>(_ type: T.Type, _ r: inout R) throws(Errno) -> T {
+        guard let value = r.readWire(T.self) else { throw .invalidArgument }
         return value
     }
 
@@ -692,28 +692,28 @@ public final class Server<FS: FileSystem>: Sendable {
     }
 
     static func replyEmpty<W: FuseWriter>(_ unique: UInt64, _ w: inout W) -> Int {
-        w.writeObject(header(FuseWire.outHeaderSize, 0, unique)) ? FuseWire.outHeaderSize : 0
+        w.writeWire(header(FuseWire.outHeaderSize, 0, unique)) ? FuseWire.outHeaderSize : 0
     }
 
-    static func reply<T: BitwiseCopyable, W: FuseWriter>(_ payload: T, _ unique: UInt64, _ w: inout W) -> Int {
+    static func reply<T, W: FuseWriter>(_ payload: T, _ unique: UInt64, _ w: inout W) -> Int {
         let total = FuseWire.outHeaderSize + MemoryLayout<T>.size
         // Check first so a too-small writer gets nothing rather than half a reply.
         guard w.available >= total else { return 0 }
-        guard w.writeObject(header(total, 0, unique)), w.writeObject(payload) else { return 0 }
+        guard w.writeWire(header(total, 0, unique)), w.writeWire(payload) else { return 0 }
         return total
     }
 
-    static func reply<T: BitwiseCopyable, U: BitwiseCopyable, W: FuseWriter>(_ a: T, _ b: U, _ unique: UInt64, _ w: inout W) -> Int {
+    static func reply<T, U, W: FuseWriter>(_ a: T, _ b: U, _ unique: UInt64, _ w: inout W) -> Int {
         let total = FuseWire.outHeaderSize + MemoryLayout<T>.size + MemoryLayout<U>.size
         guard w.available >= total else { return 0 }
-        guard w.writeObject(header(total, 0, unique)), w.writeObject(a), w.writeObject(b) else { return 0 }
+        guard w.writeWire(header(total, 0, unique)), w.writeWire(a), w.writeWire(b) else { return 0 }
         return total
     }
 
     static func replyBytes<W: FuseWriter>(_ payload: UnsafeRawBufferPointer, _ unique: UInt64, _ w: inout W) -> Int {
         let total = FuseWire.outHeaderSize + payload.count
         guard w.available >= total else { return 0 }
-        guard w.writeObject(header(total, 0, unique)), w.write(payload) else { return 0 }
+        guard w.writeWire(header(total, 0, unique)), w.write(payload) else { return 0 }
         return total
     }
 
@@ -748,5 +748,30 @@ public final class Server<FS: FileSystem>: Sendable {
             guard n >= 0, n <= capacity else { throw .ioError }
             return replyBytes(UnsafeRawBufferPointer(rebasing: value[0..<n]), unique, &w)
         }
+    }
+}
+
+// The dispatcher's own copies of `readObject`/`writeObject`, without the
+// `BitwiseCopyable` constraint: release builds serialise the dispatcher for
+// cross-module specialisation, and Swift 6.3 cannot deserialise the implicit
+// `BitwiseCopyable` conformances of the imported FUSE structs (the compiler
+// crashes). Only the kernel's plain C structs are passed here.
+extension FuseReader {
+    @inline(__always)
+    mutating func readWire<T>(_ type: T.Type = T.self) -> T? {
+        assert(_isPOD(T.self), "wire structs are plain data")
+        return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot -> T? in
+            guard read(into: UnsafeMutableRawBufferPointer(slot)) else { return nil }
+            return slot[0]
+        }
+    }
+}
+
+extension FuseWriter {
+    @inline(__always)
+    mutating func writeWire<T>(_ value: T) -> Bool {
+        assert(_isPOD(T.self), "wire structs are plain data")
+        var copy = value
+        return withUnsafeBytes(of: &copy) { write($0) }
     }
 }

@@ -54,7 +54,8 @@ extension Sandbox {
         ("setfcap", "set security.capability xattrs for the guest"),
     ]
 
-    /// CAP_DAC_READ_SEARCH, kept only when file handles are in use: open_by_handle_at needs it.
+    /// CAP_DAC_READ_SEARCH, kept with `keepDacReadSearch`: open_by_handle_at needs it (the
+    /// daemon always asks, since its descriptor budget falls back to file handles).
     public static let fileHandleCapability = "dac_read_search"
 
     /// The capability numbers that stay in effective, permitted and bounding sets:

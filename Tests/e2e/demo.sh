@@ -9,18 +9,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-daemon=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --daemon) daemon=${2:-}; shift 2 ;;
-        --daemon=*) daemon=${1#*=}; shift ;;
-        --keep) E2E_KEEP=1; shift ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) e2e_die "unknown argument '$1' (see --help)" ;;
-    esac
-done
-[ -n "$daemon" ] || e2e_die "--daemon BIN is required"
-e2e_require "$daemon"
+e2e_daemon_arguments '2,9p' "$@"
 e2e_tmp
 e2e_build_initramfs
 

@@ -188,3 +188,22 @@ e2e_start_replacer() {
 
 # Base64 without line breaks, for passing a shell command on the kernel command line.
 e2e_b64() { printf '%s' "$1" | base64 -w0; }
+
+# e2e_daemon_arguments HELP_LINES ARGS...: the `--daemon BIN [--keep]` command line of
+# the single-daemon scripts; sets $daemon (checked to be runnable) and E2E_KEEP.
+# HELP_LINES is the sed range of the calling script's header comment shown by --help.
+e2e_daemon_arguments() {
+    local help=$1; shift
+    daemon=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --daemon) daemon=${2:-}; shift 2 ;;
+            --daemon=*) daemon=${1#*=}; shift ;;
+            --keep) E2E_KEEP=1; shift ;;
+            -h|--help) sed -n "$help" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            *) e2e_die "unknown argument '$1' (see --help)" ;;
+        esac
+    done
+    [ -n "$daemon" ] || e2e_die "--daemon BIN is required"
+    e2e_require "$daemon"
+}

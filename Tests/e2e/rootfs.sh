@@ -11,18 +11,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-daemon=""
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --daemon) daemon=${2:-}; shift 2 ;;
-        --daemon=*) daemon=${1#*=}; shift ;;
-        --keep) E2E_KEEP=1; shift ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) e2e_die "unknown argument '$1' (see --help)" ;;
-    esac
-done
-[ -n "$daemon" ] || e2e_die "--daemon BIN is required"
-e2e_require "$daemon"
+e2e_daemon_arguments '2,10p' "$@"
 
 cache_dir="${E2E_BUILD_DIR:-$REPO_ROOT/.build/e2e}"
 rootfs=$cache_dir/rootfs

@@ -9,7 +9,7 @@
 # what the guest wrote. With --reference the same runs are repeated with a second
 # daemon and both result columns are printed side by side.
 #
-# Configurations: auto none always-writeback xattr mq2 (default: all of them), and
+# Configurations: auto none always-writeback xattr xattrmap mq2 (default: all of them), and
 # fd-limit (only on request: the daemon gets RLIMIT_NOFILE 8192 and the guest stats
 # 12000 host files).
 # Exit status: 0 when no check of --daemon failed, 1 otherwise, 2 on usage errors.
@@ -18,7 +18,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-ALL_CONFIGS="auto none always-writeback xattr mq2"
+ALL_CONFIGS="auto none always-writeback xattr xattrmap mq2"
 # Run only when asked for (--config fd-limit): slow, and meant to show a limit.
 EXTRA_CONFIGS="fd-limit"
 # The fd-limit daemon runs with this RLIMIT_NOFILE (soft and hard), and the tree has
@@ -56,6 +56,7 @@ config_daemon_opts() {
         none) echo "cache=none" ;;
         always-writeback) echo "cache=always,writeback" ;;
         xattr) echo "cache=auto,xattr" ;;
+        xattrmap) echo "cache=auto,xattrmap=:prefix:all::user.virtiofs.::bad:all:::" ;;
     esac
 }
 # Long options beyond -o: a daemon offers a second request queue only when asked.
@@ -66,6 +67,7 @@ config_checks() {
         none) echo "--cache=none" ;;
         always-writeback) echo "--cache=always" ;;
         xattr) echo "--cache=auto,--xattr" ;;
+        xattrmap) echo "--cache=auto,--xattrmap" ;;
         fd-limit) echo "--cache=auto,--big-tree=$((BIG_TREE_DIRS * 1000))" ;;
         *) echo "--cache=auto" ;;
     esac
@@ -123,6 +125,16 @@ verify_host() {
     n=$(find "$d/many" -type f 2>/dev/null | wc -l)
     [ "$n" = 1000 ] && [ "$(cat "$d/many/f0777" 2>/dev/null)" = 777 ] &&
         host_check many_files PASS || host_check many_files FAIL "$n files"
+    if [ "$config" = xattrmap ]; then
+        # The guest's trusted.overlay.x lives on the host under the prefix, and only there.
+        local m=$d/mapped.txt mv
+        mv=$(getfattr --only-values -n user.virtiofs.trusted.overlay.x "$m" 2>/dev/null)
+        if [ "$mv" = 1 ] && ! getfattr -n trusted.overlay.x "$m" >/dev/null 2>&1; then
+            host_check xattrmap_prefixed PASS
+        else
+            host_check xattrmap_prefixed FAIL "user.virtiofs.trusted.overlay.x='$mv'; $(getfattr -d -m - "$m" 2>&1 | tr '\n' ' ')"
+        fi
+    fi
     if [ "$config" = xattr ]; then
         local v
         v=$(getfattr --only-values -n user.guest.note "$f" 2>/dev/null)

@@ -7,7 +7,7 @@
 // operation FUSE makes optional; the detail says which. The host pre-populates the shared directory (lib.sh) and
 // run.sh afterwards verifies what the checks left in for-host/.
 //
-// Usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--big-tree=N] [--only NAME] [--host]
+// Usage: checks --dir MOUNT [--xattr] [--xattrmap] [--cache=MODE] [--big-tree=N] [--only NAME] [--host]
 //        checks --pattern N      (host side: print the large-file byte pattern)
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -36,6 +36,7 @@ enum { PASS = 0, FAIL = 1, SKIP = 2 };
 
 static char detail[512];
 static int want_xattr;
+static int want_xattrmap;
 static int on_host; // --host: run against a plain host directory, leave the page cache alone
 static const char *cache_mode = "auto";
 static int passed, failed, skipped;
@@ -870,11 +871,40 @@ static int check_files_for_host(void) {
     return PASS;
 }
 
+// ---------------------------------------------------------------- xattr mapping
+// Run with the daemon's rules ":prefix:all::user.virtiofs.::bad:all:::": every guest
+// name is stored under "user.virtiofs." on the host, and host names without that
+// prefix are invisible to the guest.
+
+static int check_xattrmap_hides_host_names(void) {
+    char buf[256];
+    if (getxattr("xattr-file", "user.e2e.color", buf, sizeof buf) >= 0)
+        return fail("the host's unprefixed user.e2e.color is visible");
+    if (errno != ENODATA) return fail("getxattr: %s, want ENODATA", E);
+    ssize_t n = listxattr("xattr-file", buf, sizeof buf);
+    if (n < 0) return fail("listxattr: %s", E);
+    if (n != 0) return fail("listxattr shows %zd bytes of host names", n);
+    return PASS;
+}
+
+static int check_xattrmap_trusted_round_trip(void) {
+    if (write_file("for-host/mapped.txt", "m", 0644) < 0) return fail("create: %s", E);
+    if (setxattr("for-host/mapped.txt", "trusted.overlay.x", "1", 1, 0) < 0)
+        return fail("setxattr trusted.overlay.x: %s", E);
+    char buf[256];
+    ssize_t n = getxattr("for-host/mapped.txt", "trusted.overlay.x", buf, sizeof buf);
+    if (n != 1 || buf[0] != '1') return fail("getxattr gave %zd: %s", n, n < 0 ? E : "wrong value");
+    n = listxattr("for-host/mapped.txt", buf, sizeof buf);
+    if (n != (ssize_t)sizeof "trusted.overlay.x" || memcmp(buf, "trusted.overlay.x", (size_t)n) != 0)
+        return fail("listxattr gave %zd bytes, want only trusted.overlay.x", n);
+    return PASS;
+}
+
 struct check {
     const char *name;
     int (*fn)(void);
     int when; // 1: only with xattrs on, -1: only with xattrs off, 2: not with cache=always,
-              // 3: only with --big-tree, 0: always
+              // 3: only with --big-tree, 4: only with --xattrmap, 0: always
 };
 
 static const struct check checks[] = {
@@ -887,6 +917,8 @@ static const struct check checks[] = {
     {"xattr_get_list", check_xattr_get_list, 1},
     {"xattr_set_remove", check_xattr_set_remove, 1},
     {"xattr_disabled", check_xattr_disabled, -1},
+    {"xattrmap_hides_host_names", check_xattrmap_hides_host_names, 4},
+    {"xattrmap_trusted_round_trip", check_xattrmap_trusted_round_trip, 4},
     {"create_write_read", check_create_write_read, 0},
     {"append", check_append, 0},
     {"truncate", check_truncate, 0},
@@ -939,11 +971,12 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) dir = argv[++i];
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else if (strcmp(argv[i], "--xattr") == 0) want_xattr = 1;
+        else if (strcmp(argv[i], "--xattrmap") == 0) want_xattrmap = 1;
         else if (strcmp(argv[i], "--host") == 0) on_host = 1;
         else if (strncmp(argv[i], "--cache=", 8) == 0) cache_mode = argv[i] + 8;
         else if (strncmp(argv[i], "--big-tree=", 11) == 0) big_tree = strtol(argv[i] + 11, NULL, 10);
         else {
-            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--cache=MODE] [--big-tree=N] [--only NAME] [--host] | --pattern N\n");
+            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--xattrmap] [--cache=MODE] [--big-tree=N] [--only NAME] [--host] | --pattern N\n");
             return 2;
         }
     }
@@ -958,6 +991,7 @@ int main(int argc, char **argv) {
         if ((c->when == 1 && !want_xattr) || (c->when == -1 && want_xattr)) continue;
         if (c->when == 2 && strcmp(cache_mode, "always") == 0) continue;
         if (c->when == 3 && big_tree <= 0) continue;
+        if (c->when == 4 && !want_xattrmap) continue;
         if (only && strcmp(only, c->name) != 0) continue;
         detail[0] = 0;
         errno = 0;
