@@ -181,7 +181,12 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     /// this thread ever writes the used ring).
     private func drain(_ queue: inout SplitQueue, through pool: WorkerPool, _ batch: ChainBatch<Handler>) throws(RingError) {
         let chainRoom = SplitQueue.storageCapacity(queueSize: queue.size)
+        // Bounded like `SplitQueue.drain`: chains still pending after one ring's worth
+        // are found by `run` once it has looked for a stop request.
+        let limit = SplitQueue.maxChainsPerDrain(queueSize: queue.size)
+        var taken = 0
         while true {
+            if taken >= limit && queue.pendingCount > 0 { return }
             batch.count = 0
             var offset = 0
             var ringError: RingError?
@@ -208,6 +213,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
                 }
             }
             batch.runAll(on: pool)
+            taken += batch.count
             for i in 0..<batch.count {
                 queue.push(head: batch.chains[i].head, length: batch.chains[i].used)
             }

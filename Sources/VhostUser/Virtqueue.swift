@@ -309,13 +309,25 @@ struct SplitQueue {
         return availableFlags & SplitQueue.availableFlagNoInterrupt == 0
     }
 
+    /// Most chains one `drain` takes: one ring's worth. A driver that keeps the ring
+    /// full would otherwise hold the queue thread in `drain` forever, deaf to a stop.
+    static func maxChainsPerDrain(queueSize: Int) -> Int { max(queueSize, 1) }
+
     /// Calls `handler` for every available chain and pushes the used entries.
     /// With EVENT_IDX, re-arms avail_event and looks again so no kick is lost.
     /// Returns whether anything was pushed; throws when the ring is corrupt.
+    /// Stops after `maxChainsPerDrain` chains with the rest still pending, which the
+    /// caller (the queue thread) finds by looking at the ring before it sleeps.
     mutating func drain<H: VirtqueueHandler>(handler: H, queueIndex: Int, log: (ChainError) -> Void) throws(RingError) -> Bool {
         var pushed = false
+        let limit = SplitQueue.maxChainsPerDrain(queueSize: size)
+        var taken = 0
         while true {
             while true {
+                // Return early only with chains pending: the caller sees them without a kick.
+                // An empty ring goes on to re-arm avail_event below, or no kick would come.
+                guard taken < limit || pendingCount == 0 else { return pushed }
+                taken += 1
                 let result = try pop()
                 switch result {
                 case .empty:

@@ -226,6 +226,30 @@ final class VirtqueueTests: XCTestCase {
         XCTAssertEqual(ring.usedElement(0).length, 8)
     }
 
+    func testDrainOfARingTheDriverNeverLetsGoEmptyReturnsAfterABoundedBatch() throws {
+        // A driver that posts a new chain for every one taken keeps the ring non-empty
+        // forever; the queue thread must still come up for air to see a stop request.
+        final class Reposter: VirtqueueHandler, @unchecked Sendable {
+            let ring: FakeRing
+            var handled = 0
+            init(_ ring: FakeRing) { self.ring = ring }
+            func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32 {
+                handled += 1
+                if handled < 100_000 { ring.makeAvailable(0) }
+                return 0
+            }
+        }
+        var q = try ring.makeQueue(eventIndex: true)
+        defer { q.storage.deallocate() }
+        ring.setDescriptor(0, address: data(1), length: 8, flags: 2)
+        ring.makeAvailable(0)
+        let handler = Reposter(ring)
+        XCTAssertTrue(try q.drain(handler: handler, queueIndex: 1) { _ in })
+        XCTAssertLessThanOrEqual(handler.handled, ring.size)
+        XCTAssertGreaterThan(q.pendingCount, 0, "the rest waits for the next round")
+        XCTAssertEqual(ring.usedIndex, UInt16(truncatingIfNeeded: handler.handled))
+    }
+
     func testIndicesWrapAround16Bits() throws {
         var q = try ring.makeQueue()
         defer { q.storage.deallocate() }
