@@ -68,6 +68,45 @@ final class HostileRequestTests: PassthroughTestCase {
                           flags: UInt32(O_RDWR), extras: CreateExtras())
         }
     }
+
+    func testFailingRequestsLeaveNoDescriptorOrLookupBehind() throws {
+        func openDescriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+        XCTAssertEqual(mkfifo(hostPath("fifo"), 0o666), 0)
+        XCTAssertEqual(mknod(hostPath("null"), S_IFCHR | 0o666, dev_t(1 << 8 | 3)), 0)
+        XCTAssertEqual(symlink("/etc", hostPath("link")), 0)
+        XCTAssertEqual(mkdir(hostPath("dir"), 0o755), 0)
+        writeHostFile("file", "x")
+        let fifo = try fs.lookup(root, parent: rootNodeID, name: name("fifo")).nodeID
+        let link = try fs.lookup(root, parent: rootNodeID, name: name("link")).nodeID
+        let file = try fs.lookup(root, parent: rootNodeID, name: name("file")).nodeID
+        let fileHandle = try fs.open(root, node: file, flags: UInt32(O_RDONLY), killSuidGid: false).handle
+        let nodesBefore = fs.inodes.withLock { $0.nodes.count }
+        let before = openDescriptors()
+        for _ in 0..<50 {
+            for existing in ["fifo", "null", "link", "dir"] {
+                _ = try? fs.create(root, parent: rootNodeID, name: name(existing), mode: S_IFREG | 0o644,
+                                   flags: UInt32(O_RDWR), extras: CreateExtras())
+            }
+            _ = try? fs.open(root, node: fifo, flags: UInt32(O_RDONLY), killSuidGid: false)
+            _ = try? fs.open(root, node: link, flags: UInt32(O_RDONLY), killSuidGid: false)
+            _ = try? fs.opendir(root, node: file, flags: 0)
+            _ = try? fs.lookup(root, parent: rootNodeID, name: name("missing"))
+            _ = try? fs.lookup(root, parent: file, name: name("below-a-file"))
+            var sink = CollectingSink(capacity: 4096)
+            _ = try? fs.readdir(root, node: file, handle: fileHandle, offset: 0, plus: true, into: &sink)
+            _ = try? fs.getxattr(root, node: fifo, name: name("user.none"), into: nil)
+            _ = try? fs.setxattr(root, node: link, name: name("user.x"), value: UnsafeRawBufferPointer(start: nil, count: 0),
+                                 flags: 0, extFlags: 0)
+            var truncate = SetAttributes(valid: .size)
+            truncate.size = 0
+            _ = try? fs.setattr(root, node: fifo, truncate)
+            _ = try? fs.setlk(root, node: file, handle: 999, owner: 1, lock: FileLock(start: 0, end: 1, type: F_WRLCK, pid: 1),
+                              wait: true, flock: false)
+        }
+        XCTAssertEqual(openDescriptors(), before, "a failing request must close what it opened")
+        XCTAssertEqual(fs.inodes.withLock { $0.nodes.count }, nodesBefore, "a failing request must not keep a lookup")
+        XCTAssertEqual(fs.handles.withLock { $0.files.count }, 1)
+    }
 }
 
 /// A string shared with the thread a test runs a request on.
