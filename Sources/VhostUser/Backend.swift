@@ -216,6 +216,8 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             reply = MessageCodec.vringStatePayload(queue: q, num: UInt32(queues[q].lastAvailable))
         case .setVringKick(let q, let fd):
             stopQueue(q)
+            // Never block a queue thread on a frontend's fd (eventfds from QEMU already are non-blocking).
+            if let fd { try? Sys.setNonBlocking(fd) }
             if let old = queues[q].kickFD { Sys.close(old) }
             queues[q].kickFD = fd
             if fd == nil { logger.warning("queue \(q): no kick fd (polling mode) is not supported") }
@@ -224,6 +226,8 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             try startQueueIfReady(q)
         case .setVringCall(let q, let fd):
             stopQueue(q)
+            // A call fd that cannot take the write (a full pipe) loses that notification instead of hanging the queue.
+            if let fd { try? Sys.setNonBlocking(fd) }
             if let old = queues[q].callFD { Sys.close(old) }
             queues[q].callFD = fd
             try startQueueIfReady(q)

@@ -227,6 +227,42 @@ final class BackendTests: XCTestCase {
         serving.waitFinished()
     }
 
+    func testCallFDThatIsAFullBlockingPipeNeverBlocksTheQueueThread() throws {
+        let guest = try FakeGuest()
+        let ring = FakeRing(guest: guest, size: 16)
+        let serving = try ServingBackend()
+        let f = serving.frontend
+        let kick = try Sys.eventfd()
+        // A buggy frontend's call fd: the write end of a pipe nobody reads, already full, blocking.
+        var ends: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&ends), 0)
+        defer { Sys.close(kick); Sys.close(ends[0]); Sys.close(ends[1]) }
+        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while chunk.withUnsafeMutableBytes({ write(ends[1], $0.baseAddress, $0.count) }) > 0 {}
+        _ = fcntl(ends[1], F_SETFL, 0)
+
+        negotiate(f, eventIndex: false)
+        f.send(.setMemTable, needReply: true, payload: le(UInt32(1)) + le(UInt32(0)) + regionPayload(guest.region), fds: [guest.fd])
+        XCTAssertEqual(f.receiveU64(.setMemTable), 0)
+        setUpQueue(f, 1, ring: ring, kick: kick, call: ends[1])
+        ring.setDescriptor(0, address: ring.dataArea, length: 64, flags: 2)
+        ring.makeAvailable(0)
+        try Sys.eventfdSignal(kick)
+        // The chain is served (and the notification given up) rather than the thread stuck in write(2).
+        let deadline = Date().addingTimeInterval(5)
+        while ring.usedIndex != 1 && Date() < deadline { usleep(1000) }
+        XCTAssertEqual(ring.usedIndex, 1)
+        try Sys.eventfdSignal(serving.shutdown)
+        if serving.finished.wait(timeout: .now() + 5) != .success {
+            XCTFail("stopping the queue hung on the call fd")
+            // Unblock the writer so the serving thread can finish.
+            _ = fcntl(ends[0], F_SETFL, O_NONBLOCK)
+            while chunk.withUnsafeMutableBytes({ read(ends[0], $0.baseAddress, $0.count) }) > 0 {}
+            serving.waitFinished()
+        }
+    }
+
     private func shutdownWrite(_ fd: Int32) {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }

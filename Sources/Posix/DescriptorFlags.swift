@@ -1,0 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Sys {
+    /// Adds O_NONBLOCK to the file status flags of `fd` (shared by every descriptor
+    /// of the same open file description). The corresponding C function is `fcntl`.
+    public static func setNonBlocking(_ fd: Int32) throws(Errno) {
+        let flags = try retryingEINTR { Glibc.fcntl(fd, F_GETFL) }
+        if flags & O_NONBLOCK != 0 { return }
+        _ = try retryingEINTR { Glibc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+    }
+}
