@@ -96,6 +96,20 @@ final class DaemonHostileRequestTests: XCTestCase {
         s.header(FUSE_LOOKUP.rawValue, node: parent, bodyCount: name.count) + name
     }
 
+    // MARK: - Special files
+
+    func testCreateOverAnExistingFIFOIsRefusedAndTheQueueKeepsServing() throws {
+        let s = try Session()
+        XCTAssertEqual(mkfifo(s.scratch.shared.appendingPathComponent("fifo").path, 0o666), 0)
+        // Without O_EXCL the kernel would open the FIFO, waiting for a writer that never comes.
+        XCTAssertThrowsError(try s.fuse.create(name: "fifo", flags: O_RDONLY))
+        s.assertStillServing()
+        // An existing regular file is opened, as open(2) with O_CREAT does.
+        let existing = try s.fuse.create(name: "f", flags: O_RDWR)
+        XCTAssertEqual(try s.fuse.read(node: existing.entry.nodeid, handle: existing.open.fh, offset: 0, size: 64),
+                       Array("0123456789".utf8))
+    }
+
     // MARK: - Names
 
     func testDotDotAtTheRootRevealsNothingOutsideTheShare() throws {
