@@ -76,9 +76,9 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
 
     // ---- sandbox ----
     let sandbox = SandboxConfiguration(
-        mode: .init(rawValue: options.sandbox.rawValue) ?? .namespace,
+        mode: sandboxMode(options.sandbox),
         sharedDirectory: sharedPath,
-        seccomp: .init(rawValue: options.seccomp.rawValue) ?? .kill,
+        seccomp: seccompAction(options.seccomp),
         syslog: options.syslog,
         capabilityEdits: capabilityEdits,
         // Even with --inode-file-handles=never the backend falls back to file handles
@@ -188,7 +188,7 @@ func runHostMount(_ options: DaemonOptions, sharedPath: String, mountpoint: Stri
 
 func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int32?, xattrMap: XattrMap?) -> PassthroughConfiguration {
     var c = PassthroughConfiguration(root: root, procSelfFD: procSelfFD)
-    c.cache = .init(rawValue: o.cache.rawValue) ?? .auto
+    c.cache = cacheMode(o.cache)
     c.timeout = o.timeout
     c.writeback = o.writeback
     c.xattr = o.xattrEnabled
@@ -201,7 +201,7 @@ func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int3
     c.announceSubmounts = o.announceSubmounts
     c.killprivV2 = o.killprivV2
     c.allowDirectIO = o.allowDirectIO
-    c.inodeFileHandles = .init(rawValue: o.inodeFileHandles.rawValue) ?? .never
+    c.inodeFileHandles = inodeFileHandles(o.inodeFileHandles)
     c.readonly = o.readOnly
     c.preserveNoatime = o.preserveNoatime
     return c
@@ -221,5 +221,43 @@ func logLevel(_ l: DaemonLogLevel) -> LogLevel {
     case .info: return .info
     case .debug: return .debug
     case .trace: return .trace
+    }
+}
+
+// The option model (DaemonConfig) stays free of the implementation modules, so its
+// enums have twins in Sandbox and Passthrough. Exhaustive switches, not raw values:
+// a case added on one side is a compile error here, never a silent default.
+
+func sandboxMode(_ m: DaemonConfig.SandboxMode) -> IsolationMode {
+    switch m {
+    case .namespace: return .namespace
+    case .chroot: return .chroot
+    case .none: return .none
+    }
+}
+
+func seccompAction(_ a: DaemonConfig.SeccompAction) -> FilterAction {
+    switch a {
+    case .none: return .none
+    case .kill: return .kill
+    case .log: return .log
+    case .trap: return .trap
+    }
+}
+
+func cacheMode(_ m: DaemonConfig.CacheMode) -> Passthrough.CacheMode {
+    switch m {
+    case .never: return .never
+    case .metadata: return .metadata
+    case .auto: return .auto
+    case .always: return .always
+    }
+}
+
+func inodeFileHandles(_ m: InodeFileHandlesMode) -> InodeFileHandles {
+    switch m {
+    case .never: return .never
+    case .prefer: return .prefer
+    case .mandatory: return .mandatory
     }
 }
