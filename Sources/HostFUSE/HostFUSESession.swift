@@ -87,22 +87,19 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
     }
 
     private func waitForShutdown(_ shutdownFD: Int32, _ exited: Int32) {
-        var fds = [pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: exited, events: Int16(POLLIN), revents: 0)]
         while true {
+            let (shutdown, unmounted): (Int16, Int16)
             do {
-                _ = try fds.withUnsafeMutableBufferPointer { (p) throws(Errno) -> Int in
-                    try Sys.pollDescriptors(p, timeout: -1)
-                }
+                (shutdown, unmounted) = try Sys.pollPair(shutdownFD, exited)
             } catch {
                 logger.error("poll on the shutdown descriptor failed (\(error)); stopping")
                 return
             }
-            if fds[0].revents != 0 {
+            if shutdown != 0 {
                 logger.info("shutting down: unmounting \(mountpoint)")
                 return
             }
-            if fds[1].revents != 0 {
+            if unmounted != 0 {
                 logger.info("\(mountpoint) was unmounted")
                 return
             }

@@ -38,10 +38,12 @@ extension Sys {
     }
 
     /// Waits until one of `fds` is readable (or hung up); returns the revents per fd,
-    /// all zero on timeout. The corresponding C function is `poll`.
+    /// all zero on timeout.
     public static func pollReadable(_ fds: [Int32], timeoutMilliseconds: Int32) throws(Errno) -> [Int16] {
         var entries = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
-        _ = try retryingEINTR { Glibc.poll(&entries, nfds_t(entries.count), timeoutMilliseconds) }
+        _ = try entries.withUnsafeMutableBufferPointer { (p) throws(Errno) -> Int in
+            try poll(p, timeoutMilliseconds: timeoutMilliseconds)
+        }
         return entries.map { $0.revents }
     }
 

@@ -12,10 +12,4 @@ extension Sys {
         _ = try retryingEINTR { cvfs_ioctl_ptr(fd, CVFS_FUSE_DEV_IOC_CLONE, &session) }
     }
 
-    /// Waits until one of `fds` has one of its requested events, or `timeout`
-    /// milliseconds pass (-1: forever). Returns how many descriptors are ready.
-    /// The corresponding C function is `poll`.
-    public static func pollDescriptors(_ fds: UnsafeMutableBufferPointer<pollfd>, timeout: Int32) throws(Errno) -> Int {
-        Int(try retryingEINTR { Glibc.poll(fds.baseAddress, nfds_t(fds.count), timeout) })
-    }
 }

@@ -105,13 +105,24 @@ extension Sys {
     @discardableResult
     public static func umask(_ mask: mode_t) -> mode_t { Glibc.umask(mask) }
 
-    /// Waits until one of `fds` has one of `events`; returns the `revents` of each,
-    /// in order. A negative timeout waits forever. The corresponding C function is `poll`.
-    public static func poll(_ fds: inout [pollfd], timeoutMilliseconds: Int32 = -1) throws(Errno) -> Int {
-        let count = fds.count
-        return Int(try retryingEINTR {
-            fds.withUnsafeMutableBufferPointer { Glibc.poll($0.baseAddress, nfds_t(count), timeoutMilliseconds) }
-        })
+    /// Waits until one of `fds` has one of its requested events, or the timeout
+    /// passes (negative: forever); fills in each `revents` and returns how many are
+    /// ready. The corresponding C function is `poll`.
+    public static func poll(_ fds: UnsafeMutableBufferPointer<pollfd>, timeoutMilliseconds: Int32 = -1) throws(Errno) -> Int {
+        Int(try retryingEINTR { Glibc.poll(fds.baseAddress, nfds_t(fds.count), timeoutMilliseconds) })
+    }
+
+    /// Waits until `fd` or `other` is readable (or hung up, or failed), or the timeout
+    /// passes; returns the `revents` of each, both zero on timeout. The daemon's
+    /// threads all wait this way: on their work and on a stop or shutdown descriptor.
+    public static func pollPair(_ fd: Int32, _ other: Int32, timeoutMilliseconds: Int32 = -1) throws(Errno) -> (Int16, Int16) {
+        var pair = (pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                    pollfd(fd: other, events: Int16(POLLIN), revents: 0))
+        return try withUnsafeMutableBytes(of: &pair) { (raw) throws(Errno) -> (Int16, Int16) in
+            let fds = raw.bindMemory(to: pollfd.self)
+            _ = try poll(fds, timeoutMilliseconds: timeoutMilliseconds)
+            return (fds[0].revents, fds[1].revents)
+        }
     }
 
     /// Receives stream bytes. The corresponding C function is `read`: `recv` would be

@@ -99,21 +99,18 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             resetConnectionState()
             Sys.close(connection)
         }
-        var fds = [pollfd(fd: connection, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0)]
         while true {
-            fds[0].revents = 0
-            fds[1].revents = 0
+            let (incoming, shutdown): (Int16, Int16)
             do {
-                _ = try Sys.poll(&fds)
+                (incoming, shutdown) = try Sys.pollPair(connection, shutdownFD)
             } catch {
                 throw .socket(error)
             }
-            if fds[1].revents != 0 {
+            if shutdown != 0 {
                 logger.info("shutdown requested; closing the frontend connection")
                 return
             }
-            guard fds[0].revents != 0 else { continue }
+            guard incoming != 0 else { continue }
             let message: Message
             do {
                 guard let m = try codec.receive(from: connection, shutdownFD: shutdownFD) else {

@@ -121,14 +121,10 @@ public enum Listener {
 
     /// Waits for one frontend; nil when `shutdownFD` became readable first.
     public static func acceptOne(listenFD: Int32, shutdownFD: Int32) throws(Errno) -> Int32? {
-        var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0)]
         while true {
-            fds[0].revents = 0
-            fds[1].revents = 0
-            _ = try Sys.poll(&fds)
-            if fds[1].revents != 0 { return nil }
-            if fds[0].revents != 0 { return try Sys.accept(listenFD) }
+            let (connection, shutdown) = try Sys.pollPair(listenFD, shutdownFD)
+            if shutdown != 0 { return nil }
+            if connection != 0 { return try Sys.accept(listenFD) }
         }
     }
 }

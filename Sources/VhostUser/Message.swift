@@ -200,10 +200,8 @@ public struct MessageCodec: Sendable {
             let n: Int
             do {
                 if shutdownFD >= 0 {
-                    var fds = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
-                               pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0)]
-                    _ = try Sys.poll(&fds)
-                    if fds[0].revents == 0 && fds[1].revents != 0 { return .shutdownMidMessage }
+                    let (data, shutdown) = try Sys.pollPair(socket, shutdownFD)
+                    if data == 0 && shutdown != 0 { return .shutdownMidMessage }
                 }
                 n = try Sys.recv(socket, UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
             } catch {

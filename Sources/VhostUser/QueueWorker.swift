@@ -113,28 +113,25 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     private func run() {
         // Chains may already be waiting (a queue restarted after a table change).
         processBatch()
-        var fds = [pollfd(fd: kickFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: stopFD, events: Int16(POLLIN), revents: 0)]
         while true {
-            fds[0].revents = 0
-            fds[1].revents = 0
             // With work found by spinning, only look (timeout 0) whether a stop came.
             let found = spinUntilAvailable()
+            let (kick, stop): (Int16, Int16)
             do {
-                _ = try Sys.poll(&fds, timeoutMilliseconds: found ? 0 : -1)
+                (kick, stop) = try Sys.pollPair(kickFD, stopFD, timeoutMilliseconds: found ? 0 : -1)
             } catch {
                 logger.error("queue \(queueIndex): poll failed: \(error)")
                 return
             }
-            if fds[1].revents != 0 { return }
-            if fds[0].revents & Int16(POLLNVAL | POLLERR | POLLHUP) != 0 {
+            if stop != 0 { return }
+            if kick & Int16(POLLNVAL | POLLERR | POLLHUP) != 0 {
                 logger.error("queue \(queueIndex): kick fd failed; stopping the queue")
                 return
             }
-            if fds[0].revents & Int16(POLLIN) != 0 {
+            if kick & Int16(POLLIN) != 0 {
                 _ = try? Sys.eventfdDrain(kickFD)
             }
-            if found || fds[0].revents & Int16(POLLIN) != 0 {
+            if found || kick & Int16(POLLIN) != 0 {
                 processBatch()
             }
         }

@@ -126,10 +126,8 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
                 logger.info("stopped by signal before a frontend connected")
                 return 0
             }
-            var fds = [pollfd(fd: candidate, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: shutdownFD, events: Int16(POLLIN), revents: 0)]
-            _ = try Sys.poll(&fds)
-            if fds[1].revents != 0 {
+            let (_, shutdown) = try Sys.pollPair(candidate, shutdownFD)
+            if shutdown != 0 {
                 Sys.close(candidate)
                 logger.info("stopped by signal before the frontend spoke")
                 return 0
