@@ -69,6 +69,9 @@ public struct PassthroughConfiguration: Sendable {
     /// How many inode descriptors to hold before switching to file handles;
     /// nil derives it from RLIMIT_NOFILE minus a reserve for open files.
     public var fdBudget: Int? = nil
+    /// The descriptor limit open files are checked against (EMFILE before the daemon's
+    /// own reserve is touched); nil reads RLIMIT_NOFILE at init. Set by tests.
+    public var descriptorLimit: Int? = nil
     /// How long a blocking lock request (SETLKW, blocking flock) may hold a queue
     /// thread before the guest gets EINTR and its C library retries.
     var lockWaitLimitNanoseconds = 10_000_000_000

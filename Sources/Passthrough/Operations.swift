@@ -203,6 +203,7 @@ extension PassthroughFileSystem {
     public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
         try ensureWritable()
         try checkName(name)
+        try ensureDescriptorHeadroom()
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
         try directory.withPathFD { (fd) throws(Errno) in
@@ -216,6 +217,7 @@ extension PassthroughFileSystem {
     public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
         try ensureWritable()
         try checkName(name)
+        try ensureDescriptorHeadroom()
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
         try directory.withPathFD { (fd) throws(Errno) in
@@ -274,6 +276,7 @@ extension PassthroughFileSystem {
         let data = try inode(node)
         let hostFlags = hostOpenFlags(flags)
         if hostFlags & O_ACCMODE != O_RDONLY || hostFlags & O_TRUNC != 0 { try ensureWritable() }
+        try ensureDescriptorHeadroom()
         let fd = try reopen(data, flags: hostFlags)
         if killSuidGid && isNegotiated(.handleKillprivV2) && hostFlags & O_TRUNC != 0 { killPrivileges(fd: fd, callerGID: ctx.gid) }
         let handle = registerHandle(fd: fd, inode: data)
@@ -334,6 +337,7 @@ extension PassthroughFileSystem {
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
         try ensureWritable()
         try checkName(name)
+        try ensureDescriptorHeadroom()
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
         // Always O_EXCL on the host: open(2) of an existing FIFO would block the queue
@@ -369,6 +373,7 @@ extension PassthroughFileSystem {
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
         try ensureWritable()
+        try ensureDescriptorHeadroom()
         let directory = try inode(parent)
         let hostMode = creationMode(mode, parent: directory, extras: extras)
         var hostFlags = hostOpenFlags(flags) | CVFS_O_TMPFILE
@@ -457,6 +462,7 @@ extension PassthroughFileSystem {
     public func opendir(_ ctx: RequestContext, node: NodeID, flags: UInt32) throws(Errno) -> OpenReply {
         let data = try inode(node)
         guard data.isDirectory else { throw Errno.notDirectory }
+        try ensureDescriptorHeadroom()
         let fd = try reopen(data, flags: O_RDONLY | O_DIRECTORY)
         let handle = registerHandle(fd: fd, inode: data)
         return OpenReply(handle: handle, flags: openReplyFlags(directory: true))

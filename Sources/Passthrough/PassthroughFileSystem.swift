@@ -24,6 +24,8 @@ public final class PassthroughFileSystem: FileSystem {
     let handles = Mutex(HandleTable())
     let descriptorCount = DescriptorCount()
     let fdBudget: Int
+    /// RLIMIT_NOFILE as seen at start (or the configured stand-in, for tests).
+    let descriptorLimit: Int
     let credentials = Credentials()
     /// The INIT flags in force after negotiation.
     let negotiated = Atomic<UInt64>(0)
@@ -48,13 +50,16 @@ public final class PassthroughFileSystem: FileSystem {
         } else {
             remappedCapabilityName = nil
         }
+        if let limit = configuration.descriptorLimit {
+            descriptorLimit = limit
+        } else {
+            descriptorLimit = Int(clamping: try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue)).rlim_cur)
+        }
         if let budget = configuration.fdBudget {
             fdBudget = max(0, budget)
         } else {
-            let limit = try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue))
-            let current = Int(clamping: limit.rlim_cur)
             // Keep a reserve for open files, directories and the transport.
-            fdBudget = max(0, current - max(64, current / 4))
+            fdBudget = max(0, descriptorLimit - max(64, descriptorLimit / 4))
         }
         timeout = Timeout(configuration.timeout ?? configuration.cache.defaultTimeout)
         guard privateCWDKey != nil else { throw Errno.noMemory }
@@ -406,6 +411,18 @@ public final class PassthroughFileSystem: FileSystem {
         case .auto: return []
         case .always: return directory ? [.cacheDirectory, .keepCache] : .keepCache
         }
+    }
+
+    /// Descriptors the daemon keeps for itself: eventfds of a queue the frontend
+    /// restarts, fds the frontend sends, the vhost-user connection. A guest that opens
+    /// files until the table is nearly full gets EMFILE for its open; the device goes on.
+    static let reservedDescriptors = 64
+
+    /// Fails with EMFILE when one more open file would eat into the reserve.
+    /// Checked before anything is created or looked up, so a refused CREATE leaves nothing behind.
+    func ensureDescriptorHeadroom() throws(Errno) {
+        let held = handles.withLock { $0.files.count } + descriptorCount.value.load(ordering: .relaxed)
+        if held + Self.reservedDescriptors >= descriptorLimit { throw Errno.tooManyOpenFiles }
     }
 
     func registerHandle(fd: Int32, inode: InodeData) -> HandleID {

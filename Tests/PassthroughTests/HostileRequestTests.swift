@@ -116,3 +116,37 @@ final class ManagedAtomicBox: @unchecked Sendable {
     func set(_ v: String) { lock.lock(); value = v; lock.unlock() }
     func get() -> String { lock.lock(); defer { lock.unlock() }; return value }
 }
+
+final class DescriptorReserveTests: PassthroughTestCase {
+    func testOpensStopWithEMFILEBeforeTheDaemonsReserveAndResumeAfterRelease() throws {
+        writeHostFile("f", "x")
+        // A stand-in limit: 64 reserved plus room for the root and a few handles.
+        fs = try makeFileSystem { $0.descriptorLimit = PassthroughFileSystem.reservedDescriptors + 8 }
+        let entry = try fs.lookup(root, parent: rootNodeID, name: name("f"))
+        var handles: [HandleID] = []
+        var refusal: Errno?
+        for _ in 0..<20 {
+            do {
+                handles.append(try fs.open(root, node: entry.nodeID, flags: UInt32(O_RDONLY), killSuidGid: false).handle)
+            } catch {
+                refusal = error
+                break
+            }
+        }
+        XCTAssertEqual(refusal, Errno.tooManyOpenFiles, "opened \(handles.count) without a refusal")
+        XCTAssertLessThan(handles.count, 8)
+        XCTAssertGreaterThan(handles.count, 0)
+        // CREATE is refused the same way, before anything exists on the host.
+        XCTAssertThrowsError(try fs.create(root, parent: rootNodeID, name: name("new"), mode: S_IFREG | 0o644,
+                                           flags: UInt32(O_RDWR | O_CREAT), extras: CreateExtras())) {
+            XCTAssertEqual($0 as? Errno, Errno.tooManyOpenFiles)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: hostPath("new")))
+        // Releasing one makes room again.
+        try fs.release(root, node: entry.nodeID, handle: handles.removeLast(), flags: 0, lockOwner: nil, flush: false, flockRelease: false)
+        handles.append(try fs.open(root, node: entry.nodeID, flags: UInt32(O_RDONLY), killSuidGid: false).handle)
+        for h in handles {
+            try fs.release(root, node: entry.nodeID, handle: h, flags: 0, lockOwner: nil, flush: false, flockRelease: false)
+        }
+    }
+}
