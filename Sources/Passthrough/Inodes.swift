@@ -13,6 +13,13 @@ struct InodeKey: Hashable, Sendable {
     var mountID: UInt64
 }
 
+extension InodeKey {
+    /// The key of the file `Sys.statxIdentity` described.
+    init(_ attributes: stat, mountID: UInt64) {
+        self.init(device: UInt64(attributes.st_dev), inode: UInt64(attributes.st_ino), mountID: mountID)
+    }
+}
+
 /// How many inode descriptors are held right now (for the fd budget).
 final class DescriptorCount: Sendable {
     let value = Atomic<Int>(0)

@@ -86,13 +86,14 @@ extension PassthroughFileSystem {
         // Bounded: a path cannot be deeper than PATH_MAX / 2 components.
         for _ in 0..<(Int(PATH_MAX) / 2) {
             let (st, mount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
-            if InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), mountID: mount) == root.key { return true }
+            let key = InodeKey(st, mountID: mount)
+            if key == root.key { return true }
             let next = try Sys.openat(cursor, "..", CVFS_O_PATH | O_DIRECTORY)
             Sys.close(cursor)
             cursor = next
             let (parent, parentMount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
             // The host's "/" is its own parent.
-            if parent.st_ino == st.st_ino && parent.st_dev == st.st_dev && parentMount == mount { return false }
+            if InodeKey(parent, mountID: parentMount) == key { return false }
         }
         return false
     }

@@ -84,7 +84,7 @@ public final class PassthroughFileSystem: FileSystem {
             if ownProcSelfFD { Sys.close(procSelfFD) }
             throw error
         }
-        let key = InodeKey(device: UInt64(identity.0.st_dev), inode: UInt64(identity.0.st_ino), mountID: identity.1)
+        let key = InodeKey(identity.0, mountID: identity.1)
         root = InodeData(key: key, fileType: identity.0.st_mode & S_IFMT, fd: rootFD, count: descriptorCount)
         // openat2 with RESOLVE_BENEATH is the stronger check where the kernel has it.
         if let probe = try? Sys.openat2(rootFD, ".", flags: CVFS_O_PATH, resolve: CVFS_RESOLVE_BENEATH) {
@@ -231,7 +231,7 @@ public final class PassthroughFileSystem: FileSystem {
             throw error
         }
         let attributes = identity.0
-        let key = InodeKey(device: UInt64(attributes.st_dev), inode: UInt64(attributes.st_ino), mountID: identity.1)
+        let key = InodeKey(attributes, mountID: identity.1)
         dropIfReused(key, fd: fd)
         if let id = inodes.withLock({ $0.reference(key) }) {
             Sys.close(fd)
