@@ -81,19 +81,24 @@ extension PassthroughFileSystem {
 
     /// True if the directory `fd` is the shared root or below it.
     func isInsideShare(_ fd: Int32) throws(Errno) -> Bool {
+        func identity(_ fd: Int32) throws(Errno) -> InodeKey {
+            let (st, mount) = try Sys.statxIdentity(fd, "", flags: CVFS_AT_EMPTY_PATH)
+            return InodeKey(st, mountID: mount)
+        }
         var cursor = try Sys.dup(fd)
         defer { Sys.close(cursor) }
+        // Each level is looked at once: the parent's key becomes the next level's.
+        var key = try identity(cursor)
         // Bounded: a path cannot be deeper than PATH_MAX / 2 components.
         for _ in 0..<(Int(PATH_MAX) / 2) {
-            let (st, mount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
-            let key = InodeKey(st, mountID: mount)
             if key == root.key { return true }
             let next = try Sys.openat(cursor, "..", CVFS_O_PATH | O_DIRECTORY)
             Sys.close(cursor)
             cursor = next
-            let (parent, parentMount) = try Sys.statxIdentity(cursor, "", flags: CVFS_AT_EMPTY_PATH)
+            let parent = try identity(cursor)
             // The host's "/" is its own parent.
-            if InodeKey(parent, mountID: parentMount) == key { return false }
+            if parent == key { return false }
+            key = parent
         }
         return false
     }
