@@ -157,12 +157,17 @@ public final class PassthroughFileSystem: FileSystem {
         }
     }
 
+    /// Guest open flags never passed to a reopen: O_CREAT, and O_TMPFILE (its bit
+    /// without O_DIRECTORY), would make files as the daemon; O_NOFOLLOW would refuse
+    /// the /proc/self/fd link itself; O_PATH would give no I/O.
+    static let flagsNeverReopened = O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH | (CVFS_O_TMPFILE & ~O_DIRECTORY)
+
     /// Opens `inode` for I/O with `flags`, never following a symlink.
     func reopen(_ inode: InodeData, flags: Int32) throws(Errno) -> Int32 {
         // O_PATH descriptors of symlinks and special files are never reopened for I/O.
         if inode.isSymlink { throw Errno.loop }
         guard inode.isRegular || inode.isDirectory else { throw Errno.permissionDenied }
-        let cleaned = flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH | (CVFS_O_TMPFILE & ~O_DIRECTORY))
+        let cleaned = flags & ~Self.flagsNeverReopened
         if inode.isHandle { return try inode.openFromHandle(flags: cleaned) }
         return try withProcName(inode.fd) { (name) throws(Errno) -> Int32 in
             try Sys.openat(procSelfFD, name, cleaned)
@@ -400,9 +405,8 @@ public final class PassthroughFileSystem: FileSystem {
         }
         if !configuration.allowDirectIO { flags &= ~CVFS_O_DIRECT }
         if !configuration.preserveNoatime { flags &= ~CVFS_O_NOATIME }
-        // OPEN never creates: O_CREAT, and O_TMPFILE on a directory, would make files as the daemon.
-        let tmpfileBit = CVFS_O_TMPFILE & ~O_DIRECTORY
-        return flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY | CVFS_O_PATH | tmpfileBit)
+        // OPEN never creates: the same flags a reopen drops.
+        return flags & ~Self.flagsNeverReopened
     }
 
     func openReplyFlags(directory: Bool) -> OpenReplyFlags {
