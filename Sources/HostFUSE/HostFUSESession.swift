@@ -123,9 +123,10 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
         var threads: [pthread_t] = []
         for fd in channels {
             let worker = ChannelWorker(server: server, fd: fd, exited: exited, logger: logger)
-            switch spawnThread({ worker.serve() }) {
-            case .success(let thread): threads.append(thread)
-            case .failure(let error): logger.error("pthread_create: \(error)")
+            do {
+                threads.append(try Sys.startThread { worker.serve() })
+            } catch {
+                logger.error("pthread_create: \(error)")
             }
         }
         if !threads.isEmpty {
@@ -198,28 +199,4 @@ private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
             }
         }
     }
-}
-
-/// What a new thread runs. Not generic: a C thread entry point cannot refer to
-/// the session's generic parameter.
-private final class ThreadBody: @unchecked Sendable {
-    // Handed from the creating thread to the new one through pthread_create, then owned by it.
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-}
-
-/// Starts a joinable thread running `body`.
-private func spawnThread(_ body: @escaping () -> Void) -> Result<pthread_t, Errno> {
-    let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { raw in
-        guard let raw else { return nil }
-        Unmanaged<ThreadBody>.fromOpaque(raw).takeRetainedValue().body()
-        return nil
-    }, context)
-    guard rc == 0 else {
-        Unmanaged<ThreadBody>.fromOpaque(context).release()
-        return .failure(Errno(rc))
-    }
-    return .success(thread)
 }
