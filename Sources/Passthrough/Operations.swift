@@ -207,20 +207,21 @@ extension PassthroughFileSystem {
     }
 
     public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
-        try ensureWritable()
-        try checkName(name)
-        try ensureDescriptorHeadroom()
-        let directory = try inode(parent)
-        let hostMode = creationMode(mode, parent: directory, extras: extras)
-        try directory.withPathFD { (fd) throws(Errno) in
-            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
-                try Sys.mknodat(fd, name.cString, hostMode, dev_t(rdev))
-            }
+        try makeNode(ctx, parent: parent, name: name, mode: mode, extras: extras) { (fd, hostMode) throws(Errno) in
+            try Sys.mknodat(fd, name.cString, hostMode, dev_t(rdev))
         }
-        return try finishCreation(directory, name, extras: extras)
     }
 
     public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
+        try makeNode(ctx, parent: parent, name: name, mode: mode, extras: extras) { (fd, hostMode) throws(Errno) in
+            try Sys.mkdirat(fd, name.cString, hostMode)
+        }
+    }
+
+    /// MKNOD and MKDIR: `make` runs as the caller with the parent's descriptor and
+    /// the host mode; the new name is then looked up and labelled.
+    func makeNode(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, extras: CreateExtras,
+                  _ make: (Int32, mode_t) throws(Errno) -> Void) throws(Errno) -> Entry {
         try ensureWritable()
         try checkName(name)
         try ensureDescriptorHeadroom()
@@ -228,7 +229,7 @@ extension PassthroughFileSystem {
         let hostMode = creationMode(mode, parent: directory, extras: extras)
         try directory.withPathFD { (fd) throws(Errno) in
             try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) in
-                try Sys.mkdirat(fd, name.cString, hostMode)
+                try make(fd, hostMode)
             }
         }
         return try finishCreation(directory, name, extras: extras)
