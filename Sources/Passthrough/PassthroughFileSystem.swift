@@ -456,11 +456,13 @@ public final class PassthroughFileSystem: FileSystem {
               let value = extras.securityContextValue else { return }
         if let fd {
             try Sys.fsetxattr(fd, name.cString, value, flags: 0)
-        } else if inode.isRegular || inode.isDirectory {
-            try withIOFD(inode, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.fsetxattr(fd, name.cString, value, flags: 0) }
-        } else {
-            try withProcPath(inode) { (path) throws(Errno) in try Sys.setxattr(path, name.cString, value, flags: 0) }
+            return
         }
+        try withXattrTarget(inode, fd: { (fd) throws(Errno) in
+            try Sys.fsetxattr(fd, name.cString, value, flags: 0)
+        }, path: { (path) throws(Errno) in
+            try Sys.setxattr(path, name.cString, value, flags: 0)
+        })
     }
 
     /// After a creation: looks the new name up and labels it.
