@@ -65,10 +65,13 @@ final class InodeData: Sendable {
 
     /// Opens the file anew from its handle with `flags` (O_PATH, O_RDONLY...).
     func openFromHandle(flags: Int32) throws(Errno) -> Int32 {
-        var copy = handle
-        let result = copy.withUnsafeMutableBytes { (bytes) -> Result<Int32, Errno> in
+        // open_by_handle_at only reads the handle, so the shared bytes go as they are:
+        // a mutable copy would cost an allocation on every access to the node.
+        let result = handle.withUnsafeBytes { (bytes) -> Result<Int32, Errno> in
             guard let base = bytes.baseAddress else { return .failure(.stale) }
-            return Result { () throws(Errno) -> Int32 in try Sys.openByHandleAt(mountFD, base, flags: flags) }
+            return Result { () throws(Errno) -> Int32 in
+                try Sys.openByHandleAt(mountFD, UnsafeMutableRawPointer(mutating: base), flags: flags)
+            }
         }
         return try result.get()
     }
