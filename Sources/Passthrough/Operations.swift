@@ -481,9 +481,9 @@ extension PassthroughFileSystem {
 
     public func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno) {
         let file = try openFile(handle)
-        guard file.inode.isDirectory else { throw Errno.notDirectory }
-        guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
+        // Only a directory's handle has a getdents buffer.
         guard let buffer = file.direntBuffer else { throw Errno.notDirectory }
+        guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
         try file.position.withLock { (_) throws(Errno) in
             // Offsets are the host's d_off cookies: stable across calls and concurrent unlinks.
             _ = try Sys.lseek(file.fd, Int64(offset), SEEK_SET)

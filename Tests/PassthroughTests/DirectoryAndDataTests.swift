@@ -64,6 +64,10 @@ final class DirectoryAndDataTests: PassthroughTestCase {
         writeHostFile("f", "x")
         let node = try fs.lookup(root, parent: rootNodeID, name: name("f")).nodeID
         assertErrno(.notDirectory) { try fs.opendir(root, node: node, flags: 0) }
+        // A READDIR that names a regular file's OPEN handle is refused too.
+        let fileHandle = try fs.open(root, node: node, flags: UInt32(O_RDONLY), killSuidGid: false).handle
+        var sink = CollectingSink(capacity: 4096)
+        assertErrno(.notDirectory) { try fs.readdir(root, node: node, handle: fileHandle, offset: 0, plus: false, into: &sink) }
     }
 
     func testCopyFileRange() throws {
