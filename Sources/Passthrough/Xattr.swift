@@ -100,7 +100,7 @@ extension PassthroughFileSystem {
         }
         var guestList: [UInt8] = []
         for name in hostList.split(separator: 0, omittingEmptySubsequences: true) {
-            let mapping = Array(name).withUnsafeBufferPointer { map.mapServerName($0) }
+            let mapping = name.withUnsafeBufferPointer { map.mapServerName($0) }
             switch mapping {
             case .pass: guestList.append(contentsOf: name)
             case .rename(let renamed): guestList.append(contentsOf: renamed)
