@@ -302,7 +302,9 @@ public final class PassthroughFileSystem: FileSystem {
         }
         let length = try result.get()
         guard length <= capacity else { throw Errno.overflow }
-        return Array(buffer.prefix(8 + length))
+        // Trimmed in place: the buffer is the handle, no second array.
+        buffer.removeSubrange((8 + length)...)
+        return buffer
     }
 
     /// A real descriptor on mount `mountID` for open_by_handle_at, made once per mount.
