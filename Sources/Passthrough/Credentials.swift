@@ -29,21 +29,21 @@ struct Credentials: Sendable {
         do {
             try Sys.threadSetresgid(keep, ctx.gid, keep)
         } catch {
-            restoreGroups(supplementaryGroup)
+            restoreGroups()
             throw error
         }
         do {
             try Sys.threadSetresuid(keep, ctx.uid, keep)
         } catch {
             restoreGID()
-            restoreGroups(supplementaryGroup)
+            restoreGroups()
             throw error
         }
         defer {
             // A thread that cannot get its identity back must not serve another request.
             do { try Sys.threadSetresuid(keep, daemonUID, keep) } catch { fatalError("cannot restore the daemon uid: \(error)") }
             restoreGID()
-            restoreGroups(supplementaryGroup)
+            restoreGroups()
         }
         return try body()
     }
@@ -52,7 +52,7 @@ struct Credentials: Sendable {
         do { try Sys.threadSetresgid(UInt32.max, daemonGID, UInt32.max) } catch { fatalError("cannot restore the daemon gid: \(error)") }
     }
 
-    private func restoreGroups(_ group: UInt32?) {
+    private func restoreGroups() {
         do { try Sys.threadSetgroups(daemonGroups) } catch { fatalError("cannot restore the daemon groups: \(error)") }
     }
 }
