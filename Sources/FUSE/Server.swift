@@ -751,11 +751,11 @@ public final class Server<FS: FileSystem>: Sendable {
     }
 }
 
-// The dispatcher's own copies of `readObject`/`writeObject`, without the
-// `BitwiseCopyable` constraint: release builds serialise the dispatcher for
-// cross-module specialisation, and Swift 6.3 cannot deserialise the implicit
-// `BitwiseCopyable` conformances of the imported FUSE structs (the compiler
-// crashes). Only the kernel's plain C structs are passed here.
+// Reading and writing one fixed-layout wire struct. No `BitwiseCopyable`
+// constraint: release builds serialise the dispatcher for cross-module
+// specialisation, and Swift 6.3 cannot deserialise the implicit `BitwiseCopyable`
+// conformances of the imported FUSE structs (the compiler crashes). Only the
+// kernel's plain C structs are passed here.
 extension FuseReader {
     @inline(__always)
     mutating func readWire<T>(_ type: T.Type = T.self) -> T? {

@@ -51,25 +51,7 @@ public protocol FuseWriter {
     ) throws(E) -> Int?
 }
 
-extension FuseReader {
-    /// Reads one fixed-layout wire struct, or nil if too few bytes remain.
-    @inlinable
-    public mutating func readObject<T: BitwiseCopyable>(_ type: T.Type = T.self) -> T? {
-        return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot -> T? in
-            guard read(into: UnsafeMutableRawBufferPointer(slot)) else { return nil }
-            return slot[0]
-        }
-    }
-}
-
 extension FuseWriter {
-    /// Writes one fixed-layout wire struct.
-    @inlinable
-    public mutating func writeObject<T: BitwiseCopyable>(_ value: T) -> Bool {
-        var copy = value
-        return withUnsafeBytes(of: &copy) { write($0) }
-    }
-
     /// Bytes still free after the cursor.
     @inlinable public var available: Int { capacity - written }
 }
