@@ -158,8 +158,8 @@ public final class Server<FS: FileSystem>: Sendable {
             return Self.reply(fuse_attr_out(try fs.setattr(ctx, node: node, Self.decodeSetattr(arg))), unique, &w)
 
         case .readlink:
-            guard w.available >= FuseWire.outHeaderSize else { return 0 }
-            let capacity = min(FuseWire.maxSymlinkTarget + 1, w.available - FuseWire.outHeaderSize)
+            guard let room = w.payloadRoom else { return 0 }
+            let capacity = min(FuseWire.maxSymlinkTarget + 1, room)
             return try withUnsafeTemporaryAllocation(byteCount: FuseWire.maxSymlinkTarget + 1, alignment: 8) {
                 (buffer) throws(Errno) -> Int in
                 let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<capacity])
@@ -233,9 +233,9 @@ public final class Server<FS: FileSystem>: Sendable {
         case .read:
             let arg = try Self.read(fuse_read_in.self, &r)
             guard Int(arg.size) <= options.maxRead else { throw .invalidArgument }
-            guard w.available >= FuseWire.outHeaderSize else { return 0 }
+            guard let room = w.payloadRoom else { return 0 }
             // A writer smaller than asked for gets what fits (a short read).
-            let size = UInt32(min(Int(arg.size), w.available - FuseWire.outHeaderSize))
+            let size = UInt32(min(Int(arg.size), room))
             // The header goes first; its length is filled in once the data is there.
             guard w.writeWire(fuse_out_header()) else { return 0 }
             let n = try fs.read(ctx, node: node, handle: arg.fh, offset: arg.offset, size: size, into: &w)
@@ -325,8 +325,8 @@ public final class Server<FS: FileSystem>: Sendable {
 
         case .readdir, .readdirplus:
             let arg = try Self.read(fuse_read_in.self, &r)
-            guard w.available >= FuseWire.outHeaderSize else { return 0 }
-            let size = min(Int(arg.size), options.maxWrite, w.available - FuseWire.outHeaderSize)
+            guard let room = w.payloadRoom else { return 0 }
+            let size = min(Int(arg.size), options.maxWrite, room)
             let plus = opcode == .readdirplus
             return try withUnsafeTemporaryAllocation(byteCount: max(size, 1), alignment: 8) {
                 (buffer) throws(Errno) -> Int in
@@ -739,8 +739,8 @@ public final class Server<FS: FileSystem>: Sendable {
             out.size = UInt32(n)
             return reply(out, unique, &w)
         }
-        guard w.available >= FuseWire.outHeaderSize else { return 0 }
-        let capacity = min(Int(size), FuseWire.maxXattrSize, w.available - FuseWire.outHeaderSize)
+        guard let room = w.payloadRoom else { return 0 }
+        let capacity = min(Int(size), FuseWire.maxXattrSize, room)
         return try withUnsafeTemporaryAllocation(byteCount: max(capacity, 1), alignment: 8) {
             (buffer) throws(Errno) -> Int in
             let value = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<capacity])
@@ -768,6 +768,12 @@ extension FuseReader {
 }
 
 extension FuseWriter {
+    /// Bytes a reply's payload may take after its header; nil if not even the header fits.
+    @inline(__always)
+    var payloadRoom: Int? {
+        available >= FuseWire.outHeaderSize ? available - FuseWire.outHeaderSize : nil
+    }
+
     @inline(__always)
     mutating func writeWire<T>(_ value: T) -> Bool {
         assert(_isPOD(T.self), "wire structs are plain data")

@@ -197,6 +197,17 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(send(server, Request(.create, bytes(of: fuse_create_in()), cstr("c")), capacity: 150).length, 0)
     }
 
+    func testRepliesSizedByTheWriterGetNothingWhenNotEvenTheHeaderFits() {
+        let readIn = bytes(of: fuse_read_in(fh: 1, offset: 0, size: 100, read_flags: 0, lock_owner: 0, flags: 0, padding: 0))
+        XCTAssertEqual(send(server, Request(.read, readIn), capacity: 10).length, 0)
+        XCTAssertEqual(send(server, Request(.readdir, readIn), capacity: 10).length, 0)
+        XCTAssertEqual(send(server, Request(.readlink), capacity: 10).length, 0)
+        var getxattrIn = fuse_getxattr_in()
+        getxattrIn.size = 100
+        XCTAssertEqual(send(server, Request(.getxattr, bytes(of: getxattrIn), cstr("user.x")), capacity: 10).length, 0)
+        XCTAssertEqual(send(server, Request(.listxattr, bytes(of: getxattrIn)), capacity: 10).length, 0)
+    }
+
     func testNothingIsWrittenWhenTheReplyDoesNotFit() {
         var input = Request(.lookup, cstr("x")).bytes
         var output = [UInt8](repeating: 0xAA, count: 100)
