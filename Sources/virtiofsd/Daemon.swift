@@ -30,12 +30,14 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     if let rules = options.xattrmap {
         do { xattrMap = try XattrMap(rules: rules) } catch { fail("--xattrmap: \(error)") }
     }
-    let capabilityEdits: [CapabilityEdit]
-    do {
-        let text = options.modcaps.map { ($0.add ? "+" : "-") + $0.name }.joined(separator: ":")
-        capabilityEdits = text.isEmpty ? [] : try parseCapabilityEdits(text)
-    } catch {
-        fail("--\(error)")  // the sandbox error already starts with "modcaps:"
+    // The parser already split, lower-cased and checked the names; only the lookup of
+    // each capability number is left.
+    var capabilityEdits: [CapabilityEdit] = []
+    for change in options.modcaps {
+        guard let edit = CapabilityEdit(change: change.add ? .add : .drop, name: change.name) else {
+            fail("--\(SandboxError.unknownCapability(change.name))")  // the message starts with "modcaps:"
+        }
+        capabilityEdits.append(edit)
     }
     let uidMap = singleRange(options.uidMap, option: "--uid-map")
     let gidMap = singleRange(options.gidMap, option: "--gid-map")

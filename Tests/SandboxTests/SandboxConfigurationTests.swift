@@ -29,6 +29,12 @@ final class SandboxConfigurationTests: XCTestCase {
         }
     }
 
+    func testCapabilityEditLooksUpTheNumberOfANormalisedName() {
+        XCTAssertEqual(CapabilityEdit(change: .drop, name: "mknod"),
+                       CapabilityEdit(change: .drop, name: "mknod", capability: 27))
+        XCTAssertNil(CapabilityEdit(change: .add, name: "frobnicate"))
+    }
+
     func testModcapsItemWithoutSignIsRejected() {
         XCTAssertThrowsError(try parseCapabilityEdits("sys_admin")) { error in
             XCTAssertEqual(error as? SandboxError, .invalidCapabilityEdit("sys_admin"))
