@@ -101,14 +101,8 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
 
     // ---- the filesystem ----
-    let filesystem: PassthroughFileSystem
-    do {
-        filesystem = try PassthroughFileSystem(
-            configuration: passthroughConfiguration(options, root: isolated.root, procSelfFD: isolated.procSelfFD, xattrMap: xattrMap),
-            logger: logger)
-    } catch {
-        fail("opening the shared directory \(sharedPath): \(error)")
-    }
+    let filesystem = openFileSystem(options, sharedPath: sharedPath, root: isolated.root,
+                                    procSelfFD: isolated.procSelfFD, xattrMap: xattrMap, logger: logger)
     do { try Sandbox.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
 
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
@@ -165,14 +159,8 @@ func runHostMount(_ options: DaemonOptions, sharedPath: String, mountpoint: Stri
     logger.info("host FUSE mount at \(mountpoint) (no sandbox or seccomp in this mode)")
     let shutdownFD: Int32
     do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
-    let filesystem: PassthroughFileSystem
-    do {
-        filesystem = try PassthroughFileSystem(
-            configuration: passthroughConfiguration(options, root: sharedPath, procSelfFD: nil, xattrMap: xattrMap),
-            logger: logger)
-    } catch {
-        fail("opening the shared directory \(sharedPath): \(error)")
-    }
+    let filesystem = openFileSystem(options, sharedPath: sharedPath, root: sharedPath,
+                                    procSelfFD: nil, xattrMap: xattrMap, logger: logger)
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
     let session: HostFUSESession<PassthroughFileSystem>
     do {
@@ -184,6 +172,19 @@ func runHostMount(_ options: DaemonOptions, sharedPath: String, mountpoint: Stri
     session.run(shutdownFD: shutdownFD)
     filesystem.destroy()
     return 0
+}
+
+/// The passthrough backend over `root` (the shared directory as this process sees it);
+/// one that cannot be opened ends the start-up with an error naming `sharedPath`.
+func openFileSystem(_ options: DaemonOptions, sharedPath: String, root: String, procSelfFD: Int32?,
+                    xattrMap: XattrMap?, logger: Logger) -> PassthroughFileSystem {
+    do {
+        return try PassthroughFileSystem(
+            configuration: passthroughConfiguration(options, root: root, procSelfFD: procSelfFD, xattrMap: xattrMap),
+            logger: logger)
+    } catch {
+        fail("opening the shared directory \(sharedPath): \(error)")
+    }
 }
 
 func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int32?, xattrMap: XattrMap?) -> PassthroughConfiguration {
