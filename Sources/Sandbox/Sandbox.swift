@@ -93,12 +93,7 @@ public enum Sandbox {
         // namespace's init only the signals it has a handler for, so SIGTERM/SIGINT/SIGHUP
         // (forwarded by the parent, or the parent-death signal) would be ignored without
         // one. These end the process; the daemon may replace them for a graceful stop.
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = { sig in _exit(128 + sig) }
-            sigemptyset(&action.sa_mask)
-            _ = sigaction(sig, &action, nil)
-        }
+        handleTerminationSignals { sig in _exit(128 + sig) }
         // If the waiting parent is killed, do not live on unsupervised.
         _ = try? Sys.prctl(CVFS_PR_SET_PDEATHSIG, UInt(SIGTERM))
 
@@ -199,20 +194,15 @@ public enum Sandbox {
         forwardedSignalTarget.store(child, ordering: .relaxed)
         // Waiting and signalling our own child need no privilege: give it all up.
         dropAllCapabilities()
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = { sig in
-                _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig)
-            }
-            sigemptyset(&action.sa_mask)
-            _ = sigaction(sig, &action, nil)
+        handleTerminationSignals { sig in
+            _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig)
         }
         // The daemon blocks these from its start so that none is lost or fatal before it
         // can handle them; here they must reach the handlers (one may already be pending),
         // whoever blocked them: the mask is inherited.
         var forwarded = sigset_t()
         sigemptyset(&forwarded)
-        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&forwarded, sig) }
+        for sig in terminationSignals { sigaddset(&forwarded, sig) }
         sigprocmask(SIG_UNBLOCK, &forwarded, nil)
         while true {
             let status: Int32
@@ -236,6 +226,20 @@ public enum Sandbox {
                 raise(termSignal)
                 _exit(128 + termSignal)
             }
+        }
+    }
+
+    /// The signals that stop the daemon: the namespace parent forwards them, the serving
+    /// child (a pid namespace's init) needs a handler for each or never sees them.
+    static let terminationSignals = [SIGTERM, SIGINT, SIGHUP]
+
+    /// Installs `handler` for every one of `terminationSignals`.
+    static func handleTerminationSignals(_ handler: @convention(c) (Int32) -> Void) {
+        for sig in terminationSignals {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = handler
+            sigemptyset(&action.sa_mask)
+            _ = sigaction(sig, &action, nil)
         }
     }
 
