@@ -55,7 +55,8 @@ public struct SandboxConfiguration: Sendable {
     public var capabilityEdits: [CapabilityEdit]
     /// Keep CAP_DAC_READ_SEARCH: open_by_handle_at needs it when file handles are in use.
     public var keepDacReadSearch: Bool
-    /// nil: raise to the system maximum (fs.nr_open), capped at `Sandbox.defaultFileLimitCap`.
+    /// nil: raise to the system maximum (fs.nr_open), capped at `Sandbox.defaultFileLimitCap`;
+    /// 0: leave the limit as it is.
     public var rlimitNofile: UInt64?
     /// Maps for the user namespace; nil means the current uid/gid mapped onto itself.
     public var uidMap: IDMap?

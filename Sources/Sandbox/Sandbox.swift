@@ -244,9 +244,10 @@ public enum Sandbox {
     }
 
     /// Raises RLIMIT_NOFILE: to `rlimitNofile`, or to the system maximum (fs.nr_open,
-    /// capped at `defaultFileLimitCap`). Without CAP_SYS_RESOURCE the hard limit stops
-    /// us: the default then settles for the hard limit with a warning, while an explicit
-    /// value above it is an error. Returns the soft limit now in force.
+    /// capped at `defaultFileLimitCap`); an `rlimitNofile` of 0 leaves the limit as it is.
+    /// Without CAP_SYS_RESOURCE the hard limit stops us: the default then settles for the
+    /// hard limit with a warning, while an explicit value above it is an error. Returns
+    /// the soft limit now in force.
     public static func raiseFileLimit(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) -> UInt64 {
         let current: rlimit
         do { current = try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue)) } catch { throw .readFileLimit(error) }
@@ -254,6 +255,11 @@ public enum Sandbox {
         let hard = UInt64(current.rlim_max)
         let target: UInt64
         if let requested = c.rlimitNofile {
+            // A limit of 0 would leave the daemon unable to open anything: 0 means "keep".
+            if requested == 0 {
+                logger.debug("open-file limit left at \(soft)")
+                return soft
+            }
             target = requested
         } else {
             target = min(readSystemFileMax() ?? defaultFileLimitCap, defaultFileLimitCap)
