@@ -295,17 +295,8 @@ public enum Sandbox {
         defer { Sys.close(fd) }
         var buffer = [UInt8](repeating: 0, count: 32)
         let n = buffer.withUnsafeMutableBytes { b in (try? Sys.read(fd, b)) ?? 0 }
-        var value: UInt64 = 0
-        var digits = 0
-        for byte in buffer.prefix(n) {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
-            let (times, o1) = value.multipliedReportingOverflow(by: 10)
-            let (sum, o2) = times.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
-            if o1 || o2 { return nil }
-            value = sum
-            digits += 1
-        }
-        return digits > 0 ? value : nil
+        // The number ends at the newline.
+        return decimalValue(buffer.prefix(n).prefix(while: isASCIIDigit))
     }
 }
 

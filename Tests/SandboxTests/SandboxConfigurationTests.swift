@@ -74,6 +74,15 @@ final class SandboxConfigurationTests: XCTestCase {
         }
     }
 
+    func testDecimalValueRefusesWhatIsNotAWholeNumberThatFits() {
+        XCTAssertEqual(decimalValue(Array("18446744073709551615".utf8)), UInt64.max)
+        XCTAssertEqual(decimalValue(Array("0042".utf8)), 42)
+        XCTAssertNil(decimalValue(Array("18446744073709551616".utf8)))
+        XCTAssertNil(decimalValue(Array("".utf8)))
+        XCTAssertNil(decimalValue(Array("12\n".utf8)))
+        XCTAssertNil(decimalValue(Array("-1".utf8)))
+    }
+
     func testErrorsNameTheFailingStep() {
         XCTAssertEqual(SandboxError.pivotRoot("/srv/share", .permissionDenied).description,
                        "pivot_root into /srv/share: Operation not permitted")
