@@ -112,34 +112,16 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
 
     // ---- one frontend, then exit ----
     logger.info("waiting for the vhost-user frontend")
-    var accepted: Int32? = nil
+    let connection: Int32
     do {
-        // A connection that closes before saying anything is not the frontend: another
-        // daemon started on the same --socket-path probes whether we still listen, and
-        // must not use up the one frontend we serve.
-        while accepted == nil {
-            guard let candidate = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
-                logger.info("stopped by signal before a frontend connected")
-                return 0
-            }
-            let (_, shutdown) = try Sys.pollPair(candidate, shutdownFD)
-            if shutdown != 0 {
-                Sys.close(candidate)
-                logger.info("stopped by signal before the frontend spoke")
-                return 0
-            }
-            if (try? Sys.peekForData(candidate)) == true {
-                accepted = candidate
-            } else {
-                logger.debug("a connection closed without a message; still waiting for the frontend")
-                Sys.close(candidate)
-            }
+        guard let accepted = try acceptFrontend(listenFD: listenFD, shutdownFD: shutdownFD, logger: logger) else {
+            return 0
         }
+        connection = accepted
     } catch {
         logger.error("accepting the frontend: \(error)")
         return 1
     }
-    guard let connection = accepted else { return 1 }
     Sys.close(listenFD)
     logger.info("frontend connected")
     do {
@@ -151,6 +133,30 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     filesystem.destroy()
     logger.info("frontend gone; exiting")
     return 0
+}
+
+/// Waits for the one frontend: the first connection that sends something. Returns nil
+/// when a stop signal comes first.
+///
+/// A connection that closes before saying anything is not the frontend: another daemon
+/// started on the same --socket-path probes whether we still listen, and must not use
+/// up the one frontend we serve.
+func acceptFrontend(listenFD: Int32, shutdownFD: Int32, logger: Logger) throws(Errno) -> Int32? {
+    while true {
+        guard let candidate = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
+            logger.info("stopped by signal before a frontend connected")
+            return nil
+        }
+        let (_, shutdown) = try Sys.pollPair(candidate, shutdownFD)
+        if shutdown != 0 {
+            Sys.close(candidate)
+            logger.info("stopped by signal before the frontend spoke")
+            return nil
+        }
+        if (try? Sys.peekForData(candidate)) == true { return candidate }
+        logger.debug("a connection closed without a message; still waiting for the frontend")
+        Sys.close(candidate)
+    }
 }
 
 /// `--fuse-mount`: the same dispatcher and backend behind a host FUSE mount, for debugging
