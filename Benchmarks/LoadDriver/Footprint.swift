@@ -15,7 +15,8 @@ struct ProcessMemory {
 
 /// Reads /proc/PID/status fields; nil if the process is gone.
 func processMemory(_ pid: pid_t) -> ProcessMemory? {
-    guard let bytes = try? readAll("/proc/\(pid)/status"), !bytes.isEmpty else { return nil }
+    let bytes = readAll("/proc/\(pid)/status")
+    guard !bytes.isEmpty else { return nil }
     var memory = ProcessMemory(pid: pid, rssKiB: 0, peakKiB: 0, threads: 0)
     for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
         let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -37,7 +38,8 @@ func processTree(_ root: pid_t) -> [pid_t] {
         defer { closedir(dir) }
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = pid_t(name), let stat = try? readAll("/proc/\(pid)/stat") else { continue }
+            guard let pid = pid_t(name) else { continue }
+            let stat = readAll("/proc/\(pid)/stat")
             // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
             let text = String(decoding: stat, as: UTF8.self)
             guard let close = text.lastIndex(of: ")") else { continue }

@@ -106,7 +106,7 @@ func runDaemon(_ target: Target, binary: String, extra: [String]) {
             do {
                 session = try VirtioSession(binary: binary, directory: workDirectory, label: label, extraArguments: extra)
             } catch {
-                let log = (try? String(decoding: readAll(workDirectory + "/\(label).log"), as: UTF8.self)) ?? ""
+                let log = String(decoding: readAll(workDirectory + "/\(label).log"), as: UTF8.self)
                 notes[target] = "FAILED to start or set up \(binary): \(error)" +
                     (log.isEmpty ? "" : "\n    daemon log: " + log.split(separator: "\n").suffix(3).joined(separator: " | "))
                 break
@@ -129,7 +129,8 @@ func runDaemon(_ target: Target, binary: String, extra: [String]) {
     results[target] = table
 }
 
-func readAll(_ path: String) throws -> [UInt8] {
+/// The whole file, or what could be read of it; empty when it cannot be opened.
+func readAll(_ path: String) -> [UInt8] {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return [] }
     defer { close(fd) }

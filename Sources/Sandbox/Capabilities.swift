@@ -17,6 +17,14 @@ public struct CapabilityEdit: Sendable, Equatable, CustomStringConvertible {
         self.capability = capability
     }
 
+    /// An edit of the capability `name` (lower case, no "cap_" prefix); nil when
+    /// libcap-ng knows no capability of that name.
+    public init?(change: Change, name: String) {
+        let number = capng_name_to_capability(name)
+        guard number >= 0 else { return nil }
+        self.init(change: change, name: name, capability: number)
+    }
+
     public var description: String { (change == .add ? "+" : "-") + name }
 }
 
@@ -34,9 +42,10 @@ public func parseCapabilityEdits(_ s: String) throws(SandboxError) -> [Capabilit
         var name = item.dropFirst().lowercased()
         if name.hasPrefix("cap_") { name.removeFirst(4) }
         guard !name.isEmpty else { throw .invalidCapabilityEdit(String(item)) }
-        let number = capng_name_to_capability(name)
-        guard number >= 0 else { throw .unknownCapability(String(item.dropFirst())) }
-        edits.append(CapabilityEdit(change: change, name: name, capability: number))
+        guard let edit = CapabilityEdit(change: change, name: name) else {
+            throw .unknownCapability(String(item.dropFirst()))
+        }
+        edits.append(edit)
     }
     return edits
 }

@@ -55,7 +55,8 @@ public struct SandboxConfiguration: Sendable {
     public var capabilityEdits: [CapabilityEdit]
     /// Keep CAP_DAC_READ_SEARCH: open_by_handle_at needs it when file handles are in use.
     public var keepDacReadSearch: Bool
-    /// nil: raise to the system maximum (fs.nr_open), capped at `Sandbox.defaultFileLimitCap`.
+    /// nil: raise to the system maximum (fs.nr_open), capped at `Sandbox.defaultFileLimitCap`;
+    /// 0: leave the limit as it is.
     public var rlimitNofile: UInt64?
     /// Maps for the user namespace; nil means the current uid/gid mapped onto itself.
     public var uidMap: IDMap?
@@ -127,11 +128,25 @@ public func parseIDMap(_ s: String) throws(SandboxError) -> IDMap {
 }
 
 private func parseUInt32(_ digits: ArraySlice<UInt8>) -> UInt32? {
-    guard !digits.isEmpty, digits.count <= 10 else { return nil }
+    guard digits.count <= 10, let value = decimalValue(digits) else { return nil }
+    return UInt32(exactly: value)
+}
+
+func isASCIIDigit(_ byte: UInt8) -> Bool {
+    byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
+}
+
+/// `digits` read as a decimal number; nil when empty, when a byte is not a digit, or
+/// when the value does not fit in 64 bits.
+func decimalValue<Digits: Collection<UInt8>>(_ digits: Digits) -> UInt64? {
+    guard !digits.isEmpty else { return nil }
     var value: UInt64 = 0
     for d in digits {
-        guard d >= UInt8(ascii: "0"), d <= UInt8(ascii: "9") else { return nil }
-        value = value * 10 + UInt64(d - UInt8(ascii: "0"))
+        guard isASCIIDigit(d) else { return nil }
+        let (times, o1) = value.multipliedReportingOverflow(by: 10)
+        let (sum, o2) = times.addingReportingOverflow(UInt64(d - UInt8(ascii: "0")))
+        if o1 || o2 { return nil }
+        value = sum
     }
-    return UInt32(exactly: value)
+    return value
 }

@@ -93,12 +93,7 @@ public enum Sandbox {
         // namespace's init only the signals it has a handler for, so SIGTERM/SIGINT/SIGHUP
         // (forwarded by the parent, or the parent-death signal) would be ignored without
         // one. These end the process; the daemon may replace them for a graceful stop.
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = { sig in _exit(128 + sig) }
-            sigemptyset(&action.sa_mask)
-            _ = sigaction(sig, &action, nil)
-        }
+        handleTerminationSignals { sig in _exit(128 + sig) }
         // If the waiting parent is killed, do not live on unsupervised.
         _ = try? Sys.prctl(CVFS_PR_SET_PDEATHSIG, UInt(SIGTERM))
 
@@ -199,20 +194,15 @@ public enum Sandbox {
         forwardedSignalTarget.store(child, ordering: .relaxed)
         // Waiting and signalling our own child need no privilege: give it all up.
         dropAllCapabilities()
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            var action = sigaction()
-            action.__sigaction_handler.sa_handler = { sig in
-                _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig)
-            }
-            sigemptyset(&action.sa_mask)
-            _ = sigaction(sig, &action, nil)
+        handleTerminationSignals { sig in
+            _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig)
         }
         // The daemon blocks these from its start so that none is lost or fatal before it
         // can handle them; here they must reach the handlers (one may already be pending),
         // whoever blocked them: the mask is inherited.
         var forwarded = sigset_t()
         sigemptyset(&forwarded)
-        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&forwarded, sig) }
+        for sig in terminationSignals { sigaddset(&forwarded, sig) }
         sigprocmask(SIG_UNBLOCK, &forwarded, nil)
         while true {
             let status: Int32
@@ -239,10 +229,25 @@ public enum Sandbox {
         }
     }
 
+    /// The signals that stop the daemon: the namespace parent forwards them, the serving
+    /// child (a pid namespace's init) needs a handler for each or never sees them.
+    static let terminationSignals = [SIGTERM, SIGINT, SIGHUP]
+
+    /// Installs `handler` for every one of `terminationSignals`.
+    static func handleTerminationSignals(_ handler: @convention(c) (Int32) -> Void) {
+        for sig in terminationSignals {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = handler
+            sigemptyset(&action.sa_mask)
+            _ = sigaction(sig, &action, nil)
+        }
+    }
+
     /// Raises RLIMIT_NOFILE: to `rlimitNofile`, or to the system maximum (fs.nr_open,
-    /// capped at `defaultFileLimitCap`). Without CAP_SYS_RESOURCE the hard limit stops
-    /// us: the default then settles for the hard limit with a warning, while an explicit
-    /// value above it is an error. Returns the soft limit now in force.
+    /// capped at `defaultFileLimitCap`); an `rlimitNofile` of 0 leaves the limit as it is.
+    /// Without CAP_SYS_RESOURCE the hard limit stops us: the default then settles for the
+    /// hard limit with a warning, while an explicit value above it is an error. Returns
+    /// the soft limit now in force.
     public static func raiseFileLimit(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) -> UInt64 {
         let current: rlimit
         do { current = try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue)) } catch { throw .readFileLimit(error) }
@@ -250,6 +255,11 @@ public enum Sandbox {
         let hard = UInt64(current.rlim_max)
         let target: UInt64
         if let requested = c.rlimitNofile {
+            // A limit of 0 would leave the daemon unable to open anything: 0 means "keep".
+            if requested == 0 {
+                logger.debug("open-file limit left at \(soft)")
+                return soft
+            }
             target = requested
         } else {
             target = min(readSystemFileMax() ?? defaultFileLimitCap, defaultFileLimitCap)
@@ -285,17 +295,8 @@ public enum Sandbox {
         defer { Sys.close(fd) }
         var buffer = [UInt8](repeating: 0, count: 32)
         let n = buffer.withUnsafeMutableBytes { b in (try? Sys.read(fd, b)) ?? 0 }
-        var value: UInt64 = 0
-        var digits = 0
-        for byte in buffer.prefix(n) {
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
-            let (times, o1) = value.multipliedReportingOverflow(by: 10)
-            let (sum, o2) = times.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
-            if o1 || o2 { return nil }
-            value = sum
-            digits += 1
-        }
-        return digits > 0 ? value : nil
+        // The number ends at the newline.
+        return decimalValue(buffer.prefix(n).prefix(while: isASCIIDigit))
     }
 }
 

@@ -8,6 +8,10 @@ struct RuleParser {
     enum Written {
         case rule(XattrMap.Rule)
         case map(key: [UInt8], prepend: [UInt8])
+
+        var isMap: Bool {
+            if case .map = self { true } else { false }
+        }
     }
 
     struct Parsed {
@@ -139,9 +143,8 @@ struct RuleParser {
     /// At most one `map`, and only as the last rule: it ends with its own catch-all,
     /// so anything after it could never match.
     func checkMapPlacement(_ parsed: [Parsed]) throws(XattrMapError) {
-        guard let first = parsed.firstIndex(where: { if case .map = $0.written { true } else { false } })
-        else { return }
-        if let second = parsed[(first + 1)...].first(where: { if case .map = $0.written { true } else { false } }) {
+        guard let first = parsed.firstIndex(where: \.written.isMap) else { return }
+        if let second = parsed[(first + 1)...].first(where: \.written.isMap) {
             throw XattrMapError(
                 message: "expected at most one map rule, found a second one (rule \(parsed[first].index) is a map rule)",
                 ruleIndex: second.index, position: second.start)

@@ -30,12 +30,14 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     if let rules = options.xattrmap {
         do { xattrMap = try XattrMap(rules: rules) } catch { fail("--xattrmap: \(error)") }
     }
-    let capabilityEdits: [CapabilityEdit]
-    do {
-        let text = options.modcaps.map { ($0.add ? "+" : "-") + $0.name }.joined(separator: ":")
-        capabilityEdits = text.isEmpty ? [] : try parseCapabilityEdits(text)
-    } catch {
-        fail("--\(error)")  // the sandbox error already starts with "modcaps:"
+    // The parser already split, lower-cased and checked the names; only the lookup of
+    // each capability number is left.
+    var capabilityEdits: [CapabilityEdit] = []
+    for change in options.modcaps {
+        guard let edit = CapabilityEdit(change: change.add ? .add : .drop, name: change.name) else {
+            fail("--\(SandboxError.unknownCapability(change.name))")  // the message starts with "modcaps:"
+        }
+        capabilityEdits.append(edit)
     }
     let uidMap = singleRange(options.uidMap, option: "--uid-map")
     let gidMap = singleRange(options.gidMap, option: "--gid-map")
@@ -99,14 +101,8 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
 
     // ---- the filesystem ----
-    let filesystem: PassthroughFileSystem
-    do {
-        filesystem = try PassthroughFileSystem(
-            configuration: passthroughConfiguration(options, root: isolated.root, procSelfFD: isolated.procSelfFD, xattrMap: xattrMap),
-            logger: logger)
-    } catch {
-        fail("opening the shared directory \(sharedPath): \(error)")
-    }
+    let filesystem = openFileSystem(options, sharedPath: sharedPath, root: isolated.root,
+                                    procSelfFD: isolated.procSelfFD, xattrMap: xattrMap, logger: logger)
     do { try Sandbox.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
 
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
@@ -116,34 +112,16 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
 
     // ---- one frontend, then exit ----
     logger.info("waiting for the vhost-user frontend")
-    var accepted: Int32? = nil
+    let connection: Int32
     do {
-        // A connection that closes before saying anything is not the frontend: another
-        // daemon started on the same --socket-path probes whether we still listen, and
-        // must not use up the one frontend we serve.
-        while accepted == nil {
-            guard let candidate = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
-                logger.info("stopped by signal before a frontend connected")
-                return 0
-            }
-            let (_, shutdown) = try Sys.pollPair(candidate, shutdownFD)
-            if shutdown != 0 {
-                Sys.close(candidate)
-                logger.info("stopped by signal before the frontend spoke")
-                return 0
-            }
-            if (try? Sys.peekForData(candidate)) == true {
-                accepted = candidate
-            } else {
-                logger.debug("a connection closed without a message; still waiting for the frontend")
-                Sys.close(candidate)
-            }
+        guard let accepted = try acceptFrontend(listenFD: listenFD, shutdownFD: shutdownFD, logger: logger) else {
+            return 0
         }
+        connection = accepted
     } catch {
         logger.error("accepting the frontend: \(error)")
         return 1
     }
-    guard let connection = accepted else { return 1 }
     Sys.close(listenFD)
     logger.info("frontend connected")
     do {
@@ -157,20 +135,38 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     return 0
 }
 
+/// Waits for the one frontend: the first connection that sends something. Returns nil
+/// when a stop signal comes first.
+///
+/// A connection that closes before saying anything is not the frontend: another daemon
+/// started on the same --socket-path probes whether we still listen, and must not use
+/// up the one frontend we serve.
+func acceptFrontend(listenFD: Int32, shutdownFD: Int32, logger: Logger) throws(Errno) -> Int32? {
+    while true {
+        guard let candidate = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
+            logger.info("stopped by signal before a frontend connected")
+            return nil
+        }
+        let (_, shutdown) = try Sys.pollPair(candidate, shutdownFD)
+        if shutdown != 0 {
+            Sys.close(candidate)
+            logger.info("stopped by signal before the frontend spoke")
+            return nil
+        }
+        if (try? Sys.peekForData(candidate)) == true { return candidate }
+        logger.debug("a connection closed without a message; still waiting for the frontend")
+        Sys.close(candidate)
+    }
+}
+
 /// `--fuse-mount`: the same dispatcher and backend behind a host FUSE mount, for debugging
 /// and host-side tests. No sandbox: a namespace would hide the mount from the host.
 func runHostMount(_ options: DaemonOptions, sharedPath: String, mountpoint: String, xattrMap: XattrMap?, logger: Logger) -> Int32 {
     logger.info("host FUSE mount at \(mountpoint) (no sandbox or seccomp in this mode)")
     let shutdownFD: Int32
     do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
-    let filesystem: PassthroughFileSystem
-    do {
-        filesystem = try PassthroughFileSystem(
-            configuration: passthroughConfiguration(options, root: sharedPath, procSelfFD: nil, xattrMap: xattrMap),
-            logger: logger)
-    } catch {
-        fail("opening the shared directory \(sharedPath): \(error)")
-    }
+    let filesystem = openFileSystem(options, sharedPath: sharedPath, root: sharedPath,
+                                    procSelfFD: nil, xattrMap: xattrMap, logger: logger)
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
     let session: HostFUSESession<PassthroughFileSystem>
     do {
@@ -182,6 +178,19 @@ func runHostMount(_ options: DaemonOptions, sharedPath: String, mountpoint: Stri
     session.run(shutdownFD: shutdownFD)
     filesystem.destroy()
     return 0
+}
+
+/// The passthrough backend over `root` (the shared directory as this process sees it);
+/// one that cannot be opened ends the start-up with an error naming `sharedPath`.
+func openFileSystem(_ options: DaemonOptions, sharedPath: String, root: String, procSelfFD: Int32?,
+                    xattrMap: XattrMap?, logger: Logger) -> PassthroughFileSystem {
+    do {
+        return try PassthroughFileSystem(
+            configuration: passthroughConfiguration(options, root: root, procSelfFD: procSelfFD, xattrMap: xattrMap),
+            logger: logger)
+    } catch {
+        fail("opening the shared directory \(sharedPath): \(error)")
+    }
 }
 
 func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int32?, xattrMap: XattrMap?) -> PassthroughConfiguration {

@@ -209,6 +209,15 @@ final class DaemonCommandLineTests: XCTestCase {
                               naming: ["modcaps"])
     }
 
+    func testUnknownModcapsErrorNamesTheOptionAndTheCapability() throws {
+        let scratch = try Scratch()
+        let daemon = try SpawnedDaemon(["--socket-path=\(scratch.socketPath)", "--shared-dir=\(scratch.shared.path)",
+                                        "--modcaps=+chown:-CAP_No_Such_Cap"], in: scratch.directory)
+        XCTAssertEqual(daemon.waitForExit(milliseconds: 5000), .exited(1))
+        XCTAssertTrue(daemon.standardError.hasPrefix("virtiofsd: --modcaps: unknown capability \"no_such_cap\";"),
+                      daemon.standardError)
+    }
+
     func testPrintCapabilitiesIsValidJSONEvenAmongBadOptions() throws {
         let scratch = try Scratch()
         let daemon = try SpawnedDaemon(["--bogus", "--print-capabilities", "-o", "cache=sometimes", "--fd=3",

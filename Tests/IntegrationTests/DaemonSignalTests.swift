@@ -77,6 +77,20 @@ final class DaemonSignalTests: XCTestCase {
         XCTAssertEqual(try connected?.1.lookup(name: "f").attr.size, 5, second.standardError)
     }
 
+    func testAConnectionThatClosesWithoutAMessageIsNotTakenForTheFrontend() throws {
+        // What a second daemon on the same path does to see whether anyone still listens.
+        let scratch = try Scratch(files: ["f": "still"])
+        let daemon = try startWaiting([], scratch: scratch)
+        let probe = try Sys.unixStreamClientSocket()
+        try Sys.connectUnix(probe, path: scratch.socketPath)
+        Sys.close(probe)
+        usleep(200_000)
+        XCTAssertTrue(daemon.isRunning, daemon.standardError)
+        let (_, fuse) = try connectAndInitialize(scratch.socketPath)
+        XCTAssertEqual(try fuse.lookup(name: "f").attr.size, 5, daemon.standardError)
+        terminate(daemon)
+    }
+
     /// What the reference does, which the tests above match for the socket file. (It exits
     /// with status 1 when signalled while waiting; ours exits 0, the status libvirt expects
     /// from a daemon it asked to stop.)

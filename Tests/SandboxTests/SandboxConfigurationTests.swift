@@ -29,6 +29,12 @@ final class SandboxConfigurationTests: XCTestCase {
         }
     }
 
+    func testCapabilityEditLooksUpTheNumberOfANormalisedName() {
+        XCTAssertEqual(CapabilityEdit(change: .drop, name: "mknod"),
+                       CapabilityEdit(change: .drop, name: "mknod", capability: 27))
+        XCTAssertNil(CapabilityEdit(change: .add, name: "frobnicate"))
+    }
+
     func testModcapsItemWithoutSignIsRejected() {
         XCTAssertThrowsError(try parseCapabilityEdits("sys_admin")) { error in
             XCTAssertEqual(error as? SandboxError, .invalidCapabilityEdit("sys_admin"))
@@ -66,6 +72,15 @@ final class SandboxConfigurationTests: XCTestCase {
                 XCTAssertEqual(text, bad)
             }
         }
+    }
+
+    func testDecimalValueRefusesWhatIsNotAWholeNumberThatFits() {
+        XCTAssertEqual(decimalValue(Array("18446744073709551615".utf8)), UInt64.max)
+        XCTAssertEqual(decimalValue(Array("0042".utf8)), 42)
+        XCTAssertNil(decimalValue(Array("18446744073709551616".utf8)))
+        XCTAssertNil(decimalValue(Array("".utf8)))
+        XCTAssertNil(decimalValue(Array("12\n".utf8)))
+        XCTAssertNil(decimalValue(Array("-1".utf8)))
     }
 
     func testErrorsNameTheFailingStep() {

@@ -275,6 +275,14 @@ final class SandboxProbeTests: XCTestCase {
         XCTAssertEqual(try softOpenFileLimit(probe.pid), 4096)
     }
 
+    func testFileLimitZeroLeavesTheLimitAsItIs() throws {
+        let ours = try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue))
+        let probe = try Probe.start(["--mode", "none", "--share", share, "--nofile", "0"])
+        defer { probe.finish() }
+        XCTAssertEqual(try probe.readyFields()["nofile"], "\(ours.rlim_cur)")
+        XCTAssertEqual(try softOpenFileLimit(probe.pid), UInt64(ours.rlim_cur))
+    }
+
     func testExplicitFileLimitAboveTheHardLimitIsAnError() throws {
         try XCTSkipIf(try hasCapability(getpid(), 24), "with CAP_SYS_RESOURCE the hard limit can be raised")
         let ours = try Sys.getrlimit(Int32(RLIMIT_NOFILE.rawValue))

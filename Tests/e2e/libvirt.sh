@@ -160,12 +160,7 @@ ensure_daemons() {
 
 build_guest() {
     local initrd
-    if [ -x "$E2E_DIR/build-initramfs.sh" ]; then
-        initrd=$("$E2E_DIR/build-initramfs.sh") || die "could not build the guest initramfs"
-    else
-        note "Tests/e2e/build-initramfs.sh not present: using the minimal fallback initramfs"
-        initrd=$("$E2E_DIR/libvirt/fallback-initramfs.sh" "$TMP") || die "could not build the fallback initramfs"
-    fi
+    initrd=$("$E2E_DIR/build-initramfs.sh") || die "could not build the guest initramfs"
     # QEMU runs as an unprivileged user under libvirt and must be able to read
     # the kernel and initramfs whatever the permissions of the build tree.
     cp "$KERNEL" "$TMP/vmlinuz" && cp "$initrd" "$TMP/initrd.gz" || die "cannot copy the guest kernel/initramfs"
