@@ -339,11 +339,9 @@ struct SplitQueue {
                     continue
                 case .chain(let head, let rs, let rb, let ws, let wb):
                     guard let base = storage.baseAddress else { return pushed }
-                    var reader = ChainReader(segments: base, count: rs, total: rb)
-                    var writer = ChainWriter(segments: base + rs, count: ws, total: wb)
-                    let used = handler.handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
-                    // Never report more than the writable buffers hold.
-                    push(head: head, length: min(used, UInt32(clamping: wb)))
+                    let used = handler.handleChain(queueIndex: queueIndex, segments: base, readableSegments: rs,
+                                                   readableBytes: rb, writableSegments: ws, writableBytes: wb)
+                    push(head: head, length: used)
                     pushed = true
                     continue
                 }
@@ -354,5 +352,20 @@ struct SplitQueue {
             atomicMemoryFence(ordering: .sequentiallyConsistent)
             if availableIndex == lastAvailable { return pushed }
         }
+    }
+}
+
+extension VirtqueueHandler {
+    /// Hands one walked chain to `handle`: its readable segments start at `segments`,
+    /// its writable ones follow them. Returns the used length for the used ring,
+    /// never more than the writable buffers hold, whatever the handler claims.
+    @inline(__always)
+    func handleChain(queueIndex: Int, segments: UnsafeMutablePointer<iovec>,
+                     readableSegments: Int, readableBytes: Int,
+                     writableSegments: Int, writableBytes: Int) -> UInt32 {
+        var reader = ChainReader(segments: segments, count: readableSegments, total: readableBytes)
+        var writer = ChainWriter(segments: segments + readableSegments, count: writableSegments, total: writableBytes)
+        let used = handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
+        return min(used, UInt32(clamping: writableBytes))
     }
 }
