@@ -347,11 +347,19 @@ struct SplitQueue {
                 }
                 break
             }
-            guard eventIndex else { return pushed }
-            setAvailableEvent(lastAvailable)
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if availableIndex == lastAvailable { return pushed }
+            guard rearmAndLookAgain() else { return pushed }
         }
+    }
+
+    /// Called when the ring looked empty. With EVENT_IDX, publishes avail_event so
+    /// the driver kicks for its next chain, then looks once more: a chain made
+    /// available before the driver could see avail_event brings no kick. True when
+    /// such chains wait (drain again); false when the caller may sleep.
+    func rearmAndLookAgain() -> Bool {
+        guard eventIndex else { return false }
+        setAvailableEvent(lastAvailable)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return availableIndex != lastAvailable
     }
 }
 
