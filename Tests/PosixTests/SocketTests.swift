@@ -36,4 +36,16 @@ final class SocketTests: XCTestCase {
             XCTAssertEqual($0 as? Errno, .noEntry)
         }
     }
+
+    func testRecvReadsWhatThePeerSentAndZeroAtEndOfStream() throws {
+        let (a, b) = try Sys.unixStreamSocketPair()
+        defer { Sys.close(a) }
+        let sent: [UInt8] = [1, 2, 3]
+        try sent.withUnsafeBytes { try Sys.sendAll(b, $0) }
+        Sys.close(b)
+        var buffer = [UInt8](repeating: 0, count: 8)
+        let n = try buffer.withUnsafeMutableBytes { try Sys.recv(a, $0) }
+        XCTAssertEqual(Array(buffer.prefix(n)), sent)
+        XCTAssertEqual(try buffer.withUnsafeMutableBytes { try Sys.recv(a, $0) }, 0)
+    }
 }
