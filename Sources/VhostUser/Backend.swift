@@ -264,12 +264,10 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     /// Swaps the memory table with every queue thread stopped, then restarts them
     /// (their rings are translated again against the new table).
     private func replaceMemory(_ table: GuestMemory) throws(VhostUserError) {
-        let running = runningQueues
         stopAllQueues()
         memory = table
-        for q in running { try startQueueIfReady(q) }
-        // Queues that were waiting only for memory may start now too.
-        for q in queues.indices where !running.contains(q) { try startQueueIfReady(q) }
+        // Every queue that is ready starts: those that ran, and those that waited only for memory.
+        for q in queues.indices { try startQueueIfReady(q) }
     }
 
     /// Starts queue `q`'s thread if it has everything a running queue needs.
