@@ -108,12 +108,11 @@ public struct DaemonOptions: Sendable, Equatable {
         var used: [String] = []
         if !translateUID.isEmpty { used.append("translate-uid") }
         if !translateGID.isEmpty { used.append("translate-gid") }
-        if allowMmap { used.append("allow-mmap") }
         return used.filter { DaemonOptions.notYetSupported.contains($0) }
     }
 
     /// Options accepted by the parser whose feature the daemon does not have yet.
-    public static let notYetSupported: [String] = ["translate-uid", "translate-gid", "allow-mmap"]
+    public static let notYetSupported: [String] = ["translate-uid", "translate-gid"]
 }
 
 /// Where the daemon gets its requests.

@@ -193,6 +193,8 @@ public struct InitFlags: OptionSet, Sendable {
     public static let initExt = InitFlags(rawValue: UInt64(FUSE_INIT_EXT))
     public static let securityContext = InitFlags(rawValue: CVFS_FUSE_SECURITY_CTX)
     public static let createSuppGroup = InitFlags(rawValue: CVFS_FUSE_CREATE_SUPP_GROUP)
+    /// Shared mmap of files opened with FOPEN_DIRECT_IO (cache=never/metadata); Linux 6.6+.
+    public static let directIOAllowMmap = InitFlags(rawValue: CVFS_FUSE_DIRECT_IO_ALLOW_MMAP)
 }
 
 /// A directory entry handed to a `DirectorySink`.

@@ -63,6 +63,9 @@ public struct PassthroughConfiguration: Sendable {
     public var announceSubmounts: Bool = false
     public var killprivV2: Bool = false
     public var allowDirectIO: Bool = false
+    /// Let the guest mmap direct-I/O files shared (FUSE_DIRECT_IO_ALLOW_MMAP); only safe
+    /// when nothing else changes the files behind the guest's back.
+    public var allowMmap: Bool = false
     public var inodeFileHandles: InodeFileHandles = .never
     public var readonly: Bool = false
     public var preserveNoatime: Bool = false

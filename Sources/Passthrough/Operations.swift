@@ -22,6 +22,7 @@ extension PassthroughFileSystem {
         if configuration.posixACL && configuration.xattr { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
         if configuration.securityLabel { wanted.insert(.securityContext) }
         if configuration.cache != .never { wanted.insert(.cacheSymlinks) }
+        if configuration.allowMmap { wanted.insert(.directIOAllowMmap) }
         let chosen = wanted.intersection(capable)
         negotiated.store(chosen.rawValue, ordering: .relaxed)
         return chosen

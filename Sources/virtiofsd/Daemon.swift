@@ -199,6 +199,7 @@ func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int3
     c.announceSubmounts = o.announceSubmounts
     c.killprivV2 = o.killprivV2
     c.allowDirectIO = o.allowDirectIO
+    c.allowMmap = o.allowMmap
     c.inodeFileHandles = inodeFileHandles(o.inodeFileHandles)
     c.readonly = o.readOnly
     c.preserveNoatime = o.preserveNoatime

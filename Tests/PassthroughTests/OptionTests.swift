@@ -170,6 +170,16 @@ final class OptionTests: PassthroughTestCase {
         XCTAssertEqual(inherited.attributes.st_mode & 0o777, 0o777, "the default ACL replaces the umask")
     }
 
+    func testAllowMmapAsksForSharedMappingsOfDirectIOFilesOnlyWhenSetAndOffered() throws {
+        fs = try makeFileSystem { $0.cache = .never }
+        XCTAssertFalse(try fs.initialize(capable: InitFlags(rawValue: UInt64.max)).contains(.directIOAllowMmap))
+        fs = try makeFileSystem { $0.cache = .never; $0.allowMmap = true }
+        XCTAssertTrue(try fs.initialize(capable: InitFlags(rawValue: UInt64.max)).contains(.directIOAllowMmap))
+        // An older guest does not offer it: nothing is asked for.
+        let old = InitFlags(rawValue: UInt64.max).subtracting(.directIOAllowMmap)
+        XCTAssertFalse(try fs.initialize(capable: old).contains(.directIOAllowMmap))
+    }
+
     func testSubmountRootsAreFlagged() throws {
         fs = try makeFileSystem { $0.announceSubmounts = true }
         mkdir(hostPath("mnt"), 0o755)

@@ -22,11 +22,17 @@ struct fuse_supp_groups {
 #define CVFS_FUSE_EXT_GROUPS FUSE_EXT_GROUPS
 #endif
 
+// Protocol 7.39 (Linux 6.6): direct-I/O files may still be mmapped shared.
+#ifndef FUSE_DIRECT_IO_ALLOW_MMAP
+#define FUSE_DIRECT_IO_ALLOW_MMAP (1ULL << 36)
+#endif
+
 // linux/fuse.h defines these as enums or unsigned long long macros that Swift
 // imports unevenly; export them with fixed types.
 static const uint64_t CVFS_FUSE_SECURITY_CTX = FUSE_SECURITY_CTX;
 static const uint64_t CVFS_FUSE_CREATE_SUPP_GROUP = FUSE_CREATE_SUPP_GROUP;
 static const uint64_t CVFS_FUSE_HAS_EXPIRE_ONLY = FUSE_HAS_EXPIRE_ONLY;
+static const uint64_t CVFS_FUSE_DIRECT_IO_ALLOW_MMAP = FUSE_DIRECT_IO_ALLOW_MMAP;
 
 // ---- vhost-user ----
 
