@@ -25,16 +25,15 @@ extension Sys {
     }
 
     /// Reaps `pid` if it has exited; nil while it still runs (`WNOHANG` when `block` is false).
-    /// Returns the raw wait status. The corresponding C function is `waitpid`.
+    /// Returns the raw wait status. Goes through `waitpid(_:options:)`.
     public static func waitProcess(_ pid: pid_t, block: Bool) throws(Errno) -> Int32? {
-        var status: Int32 = 0
-        let result = try retryingEINTR { Glibc.waitpid(pid, &status, block ? 0 : WNOHANG) }
-        return result == 0 ? nil : status
+        let (reaped, status) = try waitpid(pid, options: block ? 0 : WNOHANG)
+        return reaped == 0 ? nil : status
     }
 
-    /// Sends `signal` to `pid`. The corresponding C function is `kill`.
+    /// Sends `signal` to `pid`. Goes through `kill(_:_:)`.
     public static func signalProcess(_ pid: pid_t, _ signal: Int32) throws(Errno) {
-        _ = try checked(Glibc.kill(pid, signal))
+        try kill(pid, signal)
     }
 
     /// Waits until one of `fds` is readable (or hung up); returns the revents per fd,

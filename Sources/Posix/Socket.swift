@@ -128,7 +128,7 @@ extension Sys {
     /// Receives stream bytes. The corresponding C function is `read`: `recv` would be
     /// `recvfrom` underneath, which the seccomp allow-list has no other use for.
     public static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
-        try retryingEINTR { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+        try read(fd, buffer)
     }
 
     /// Sends all of `buffer` (no SIGPIPE). The corresponding C function is `sendmsg`:

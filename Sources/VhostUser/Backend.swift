@@ -208,15 +208,13 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         case .getVringBase(let q):
             stopQueue(q)
             // The ring stays stopped until the frontend kicks it again.
-            if let fd = queues[q].kickFD { Sys.close(fd) }
-            queues[q].kickFD = nil
+            replace(&queues[q].kickFD, with: nil)
             reply = MessageCodec.vringStatePayload(queue: q, num: UInt32(queues[q].lastAvailable))
         case .setVringKick(let q, let fd):
             stopQueue(q)
             // Never block a queue thread on a frontend's fd (eventfds from QEMU already are non-blocking).
             if let fd { try? Sys.setNonBlocking(fd) }
-            if let old = queues[q].kickFD { Sys.close(old) }
-            queues[q].kickFD = fd
+            replace(&queues[q].kickFD, with: fd)
             if fd == nil { logger.warning("queue \(q): no kick fd (polling mode) is not supported") }
             // Without PROTOCOL_FEATURES a ring is enabled by its kick fd.
             if ackedFeatures & VirtioFeatures.protocolFeatures == 0 { queues[q].enabled = true }
@@ -225,12 +223,10 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             stopQueue(q)
             // A call fd that cannot take the write (a full pipe) loses that notification instead of hanging the queue.
             if let fd { try? Sys.setNonBlocking(fd) }
-            if let old = queues[q].callFD { Sys.close(old) }
-            queues[q].callFD = fd
+            replace(&queues[q].callFD, with: fd)
             try startQueueIfReady(q)
         case .setVringErr(let q, let fd):
-            if let old = queues[q].errFD { Sys.close(old) }
-            queues[q].errFD = fd
+            replace(&queues[q].errFD, with: fd)
         case .setVringEnable(let q, let enabled):
             stopQueue(q)
             queues[q].enabled = enabled
@@ -251,8 +247,7 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         case .setConfig:
             break
         case .setBackendReqFD(let fd):
-            if let old = backendRequestFD { Sys.close(old) }
-            backendRequestFD = fd
+            replace(&backendRequestFD, with: fd)
         case .setStatus(let value):
             status = value
         case .getStatus:
@@ -269,12 +264,10 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     /// Swaps the memory table with every queue thread stopped, then restarts them
     /// (their rings are translated again against the new table).
     private func replaceMemory(_ table: GuestMemory) throws(VhostUserError) {
-        let running = runningQueues
         stopAllQueues()
         memory = table
-        for q in running { try startQueueIfReady(q) }
-        // Queues that were waiting only for memory may start now too.
-        for q in queues.indices where !running.contains(q) { try startQueueIfReady(q) }
+        // Every queue that is ready starts: those that ran, and those that waited only for memory.
+        for q in queues.indices { try startQueueIfReady(q) }
     }
 
     /// Starts queue `q`'s thread if it has everything a running queue needs.
@@ -346,7 +339,12 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         ackedFeatures = 0
         protocolFeatures = 0
         status = 0
-        if let fd = backendRequestFD { Sys.close(fd) }
-        backendRequestFD = nil
+        replace(&backendRequestFD, with: nil)
+    }
+
+    /// Closes the fd a message supersedes and keeps the new one (nil: none).
+    private func replace(_ slot: inout Int32?, with fd: Int32?) {
+        if let old = slot { Sys.close(old) }
+        slot = fd
     }
 }

@@ -72,6 +72,15 @@ struct SegmentCursor {
         }
         return try body(UnsafeBufferPointer(start: segments + index, count: last - index + 1))
     }
+
+    /// `withIOVecs`, then advances past the bytes `body` says it used, clamped to
+    /// 0...n so a short or bogus answer cannot move the cursor outside the range.
+    @inline(__always)
+    mutating func consumeIOVecs<E: Error>(_ n: Int, _ body: (UnsafeBufferPointer<iovec>) throws(E) -> Int) throws(E) -> Int {
+        let used = min(max(try withIOVecs(n, body), 0), n)
+        advance(by: used) { _, _ in }
+        return used
+    }
 }
 
 /// The device-readable buffers of one descriptor chain, read in place in guest
@@ -112,8 +121,7 @@ public struct ChainReader {
         count: Int, _ body: (UnsafeBufferPointer<iovec>) throws(E) -> Int
     ) throws(E) -> Int? {
         guard count >= 0, count <= remaining else { return nil }
-        let used = min(max(try cursor.withIOVecs(count, body), 0), count)
-        cursor.advance(by: used) { _, _ in }
+        let used = try cursor.consumeIOVecs(count, body)
         remaining -= used
         return used
     }
@@ -166,8 +174,7 @@ public struct ChainWriter {
         count: Int, _ body: (UnsafeBufferPointer<iovec>) throws(E) -> Int
     ) throws(E) -> Int? {
         guard count >= 0, count <= capacity - written else { return nil }
-        let used = min(max(try cursor.withIOVecs(count, body), 0), count)
-        cursor.advance(by: used) { _, _ in }
+        let used = try cursor.consumeIOVecs(count, body)
         written += used
         return used
     }

@@ -148,21 +148,24 @@ public final class GuestMemory: @unchecked Sendable {
     /// addresses), or nil unless the whole range lies in one region.
     @inline(__always)
     public func translate(guestAddress address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
-        for r in regions {
-            guard address >= r.guestPhysicalAddress else { continue }
-            let offset = address - r.guestPhysicalAddress
-            guard offset < r.size, length <= r.size - offset else { continue }
-            return r.host + Int(offset)
-        }
-        return nil
+        translate(address, length, regionStart: { $0.guestPhysicalAddress })
     }
 
     /// Host pointer for `length` bytes at a frontend virtual address (vring
     /// addresses arrive in QEMU's address space), or nil.
     public func translate(frontendAddress address: UInt64, length: UInt64) -> UnsafeMutableRawPointer? {
+        translate(address, length, regionStart: { $0.userspaceAddress })
+    }
+
+    /// The one bounds check behind both address spaces: `regionStart` says where
+    /// each region begins in the space `address` belongs to.
+    @inline(__always)
+    private func translate(_ address: UInt64, _ length: UInt64,
+                           regionStart: (Region) -> UInt64) -> UnsafeMutableRawPointer? {
         for r in regions {
-            guard address >= r.userspaceAddress else { continue }
-            let offset = address - r.userspaceAddress
+            let start = regionStart(r)
+            guard address >= start else { continue }
+            let offset = address - start
             guard offset < r.size, length <= r.size - offset else { continue }
             return r.host + Int(offset)
         }

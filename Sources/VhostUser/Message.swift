@@ -181,9 +181,9 @@ public struct MessageCodec: Sendable {
             var payload = [UInt8](repeating: 0, count: Int(size))
             let failure = payload.withUnsafeMutableBytes { raw in MessageCodec.readExactly(socket, raw, shutdownFD: shutdownFD) }
             if let failure { throw failure }
+            guard let known = RequestCode(rawValue: code) else { throw .unknownRequest(code) }
             let request = try decode(code: code, payload: payload, fds: received)
             received = []
-            guard let known = RequestCode(rawValue: code) else { throw .unknownRequest(code) }
             return Message(code: known, request: request,
                            needsReply: flags & UInt32(CVFS_VHOST_USER_NEED_REPLY_MASK) != 0)
         } catch {

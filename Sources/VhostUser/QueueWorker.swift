@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CVirtioFS
 import Posix
-import Synchronization
 
 /// One chain handler for the device's queues.
 public protocol VirtqueueHandler: Sendable {
@@ -216,11 +215,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
             }
             if let ringError { throw ringError }
             if batch.count == batch.chains.count || offset + chainRoom > batch.segments.count { continue }
-            // The ring looked empty: with EVENT_IDX re-arm and look once more.
-            guard queue.eventIndex else { return }
-            queue.setAvailableEvent(queue.lastAvailable)
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if queue.availableIndex == queue.lastAvailable { return }
+            guard queue.rearmAndLookAgain() else { return }
         }
     }
 }

@@ -339,20 +339,41 @@ struct SplitQueue {
                     continue
                 case .chain(let head, let rs, let rb, let ws, let wb):
                     guard let base = storage.baseAddress else { return pushed }
-                    var reader = ChainReader(segments: base, count: rs, total: rb)
-                    var writer = ChainWriter(segments: base + rs, count: ws, total: wb)
-                    let used = handler.handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
-                    // Never report more than the writable buffers hold.
-                    push(head: head, length: min(used, UInt32(clamping: wb)))
+                    let used = handler.handleChain(queueIndex: queueIndex, segments: base, readableSegments: rs,
+                                                   readableBytes: rb, writableSegments: ws, writableBytes: wb)
+                    push(head: head, length: used)
                     pushed = true
                     continue
                 }
                 break
             }
-            guard eventIndex else { return pushed }
-            setAvailableEvent(lastAvailable)
-            atomicMemoryFence(ordering: .sequentiallyConsistent)
-            if availableIndex == lastAvailable { return pushed }
+            guard rearmAndLookAgain() else { return pushed }
         }
+    }
+
+    /// Called when the ring looked empty. With EVENT_IDX, publishes avail_event so
+    /// the driver kicks for its next chain, then looks once more: a chain made
+    /// available before the driver could see avail_event brings no kick. True when
+    /// such chains wait (drain again); false when the caller may sleep.
+    func rearmAndLookAgain() -> Bool {
+        guard eventIndex else { return false }
+        setAvailableEvent(lastAvailable)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return availableIndex != lastAvailable
+    }
+}
+
+extension VirtqueueHandler {
+    /// Hands one walked chain to `handle`: its readable segments start at `segments`,
+    /// its writable ones follow them. Returns the used length for the used ring,
+    /// never more than the writable buffers hold, whatever the handler claims.
+    @inline(__always)
+    func handleChain(queueIndex: Int, segments: UnsafeMutablePointer<iovec>,
+                     readableSegments: Int, readableBytes: Int,
+                     writableSegments: Int, writableBytes: Int) -> UInt32 {
+        var reader = ChainReader(segments: segments, count: readableSegments, total: readableBytes)
+        var writer = ChainWriter(segments: segments + readableSegments, count: writableSegments, total: writableBytes)
+        let used = handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
+        return min(used, UInt32(clamping: writableBytes))
     }
 }

@@ -133,11 +133,9 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
     func run(_ index: Int) {
         guard index < count, let base = segments.baseAddress else { return }
         let c = chains[index]
-        var reader = ChainReader(segments: base + c.offset, count: c.readableSegments, total: c.readableBytes)
-        var writer = ChainWriter(segments: base + c.offset + c.readableSegments, count: c.writableSegments,
-                                 total: c.writableBytes)
-        let used = handler.handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
-        chains[index].used = min(used, UInt32(clamping: c.writableBytes))
+        chains[index].used = handler.handleChain(queueIndex: queueIndex, segments: base + c.offset,
+                                                 readableSegments: c.readableSegments, readableBytes: c.readableBytes,
+                                                 writableSegments: c.writableSegments, writableBytes: c.writableBytes)
         if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             done.post()
         }

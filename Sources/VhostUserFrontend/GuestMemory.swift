@@ -42,7 +42,7 @@ public final class GuestMemory {
         fd = try attempt("memfd_create") { () throws(Errno) in try Sys.memfdCreate("guest-ram") }
         do {
             try Sys.ftruncate(fd, Int64(size))
-            base = try Sys.mapSharedReadWrite(fd, length: size)
+            base = try Sys.mmapShared(fd, length: size, offset: 0)
         } catch {
             Sys.close(fd)
             throw .system(step: "map guest memory", error)
@@ -51,7 +51,7 @@ public final class GuestMemory {
     }
 
     deinit {
-        Sys.unmap(base, length: size)
+        Sys.munmap(base, length: size)
         Sys.close(fd)
     }
 

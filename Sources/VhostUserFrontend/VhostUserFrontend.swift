@@ -60,9 +60,9 @@ public final class VhostUserFrontend {
         self.requestQueues = requestQueues
         self.options = options
         self.memory = try GuestMemory(size: memorySize)
-        let fd = try attempt("socket") { () throws(Errno) in try Sys.unixStreamClientSocket() }
+        let fd = try attempt("socket") { () throws(Errno) in try Sys.unixStreamSocket() }
         do {
-            try Sys.connectUnix(fd, path: socketPath)
+            try Sys.connect(fd, try Sys.unixAddress(socketPath))
         } catch {
             Sys.close(fd)
             throw .system(step: "connect \(socketPath)", error)

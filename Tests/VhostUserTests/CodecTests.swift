@@ -83,6 +83,8 @@ final class CodecTests: XCTestCase {
         expectError(.payloadSize(request: "SET_FEATURES", expected: "8", actual: 4))
         frontend.send(99, payload: [])
         expectError(.unknownRequest(99))
+        frontend.send(99, payload: le(UInt64(0)), fds: [fd])
+        expectError(.unknownRequest(99))
         frontend.send(RequestCode.getFeatures.rawValue, flags: 2)
         expectError(.badVersion(flags: 2))
         frontend.send(.setVringKick, payload: le(UInt64(0)))

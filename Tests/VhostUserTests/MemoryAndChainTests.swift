@@ -139,6 +139,15 @@ final class ChainReaderWriterTests: XCTestCase {
         }
     }
 
+    func testWriterIOVecsClampWhatBodyReturns() {
+        withSegments { s in
+            var writer = ChainWriter(segments: s, count: 3, total: 8)
+            XCTAssertEqual(writer.withIOVecs(count: 2) { _ in 99 }, 2)
+            XCTAssertEqual(writer.withIOVecs(count: 2) { _ in -5 }, 0)
+            XCTAssertEqual(writer.written, 2)
+        }
+    }
+
     func testReaderIOVecsDoNotAdvanceWhenBodyThrows() {
         struct Boom: Error {}
         try? withSegments { s in

@@ -91,6 +91,24 @@ final class WorkerPoolTests: XCTestCase {
         XCTAssertEqual((0..<7).map { ring.usedElement($0).length }.filter { $0 == 0 }.count, 1)
     }
 
+    func testPoolPathClampsUsedLengthToWritableBytes() throws {
+        struct Liar: VirtqueueHandler {
+            func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32 { 1 << 30 }
+        }
+        let ring = FakeRing(guest: try FakeGuest(), size: 32)
+        let pool = try WorkerPool(size: 2)
+        defer { pool.shutdown() }
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        let worker = try QueueWorker(queueIndex: 1, queue: ring.makeQueue(), kickFD: kick, callFD: call,
+                                     handler: Liar(), logger: .discarding, pool: pool, poolThreshold: 4)
+        layChains(ring, count: 6)
+        worker.processBatch()
+        XCTAssertEqual(ring.usedIndex, 6)
+        XCTAssertEqual((0..<6).map { ring.usedElement($0).length }, Array(repeating: 16, count: 6),
+                       "a handler claiming more than the chain's 16 writable bytes is not believed")
+    }
+
     func testBackendWithPoolServesARequestQueue() throws {
         let guest = try FakeGuest()
         let ring = FakeRing(guest: guest, size: 16)
