@@ -6,7 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
-#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -21,7 +20,6 @@ const int CVFS_O_PATH = O_PATH;
 const int CVFS_O_TMPFILE = O_TMPFILE;
 const int CVFS_O_DIRECT = O_DIRECT;
 const int CVFS_O_NOATIME = O_NOATIME;
-const int CVFS_O_LARGEFILE = O_LARGEFILE;
 const int CVFS_AT_EMPTY_PATH = AT_EMPTY_PATH;
 const int CVFS_AT_SYMLINK_NOFOLLOW = AT_SYMLINK_NOFOLLOW;
 const int CVFS_AT_REMOVEDIR = AT_REMOVEDIR;
@@ -34,23 +32,16 @@ const int CVFS_SEEK_DATA = SEEK_DATA;
 const int CVFS_SEEK_HOLE = SEEK_HOLE;
 const int CVFS_F_OFD_GETLK = F_OFD_GETLK;
 const int CVFS_F_OFD_SETLK = F_OFD_SETLK;
-const int CVFS_F_OFD_SETLKW = F_OFD_SETLKW;
 const int CVFS_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
 const int CVFS_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 const int CVFS_CLONE_NEWNS = CLONE_NEWNS;
 const int CVFS_CLONE_NEWPID = CLONE_NEWPID;
 const int CVFS_CLONE_NEWNET = CLONE_NEWNET;
 const int CVFS_CLONE_NEWUSER = CLONE_NEWUSER;
-const unsigned int CVFS_STATX_BASIC_STATS = STATX_BASIC_STATS;
-const unsigned int CVFS_STATX_MNT_ID = STATX_MNT_ID;
 const int CVFS_EFD_CLOEXEC = EFD_CLOEXEC;
 const int CVFS_EFD_NONBLOCK = EFD_NONBLOCK;
-const int CVFS_EPOLL_CLOEXEC = EPOLL_CLOEXEC;
 const unsigned int CVFS_MFD_CLOEXEC = MFD_CLOEXEC;
 const int CVFS_MAX_HANDLE_SZ = MAX_HANDLE_SZ;
-const uint32_t CVFS_EPOLLIN = EPOLLIN;
-const uint32_t CVFS_EPOLLHUP = EPOLLHUP;
-const uint32_t CVFS_EPOLLERR = EPOLLERR;
 
 int cvfs_thread_setresuid(uid_t ruid, uid_t euid, uid_t suid) {
     return (int)syscall(SYS_setresuid, ruid, euid, suid);
@@ -65,8 +56,6 @@ int cvfs_thread_setgroups(size_t count, const gid_t *groups) {
 }
 
 int cvfs_unshare(int flags) { return unshare(flags); }
-
-pid_t cvfs_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 int cvfs_openat(int dirfd, const char *path, int flags, mode_t mode) {
     return openat(dirfd, path, flags, mode);
@@ -83,10 +72,6 @@ int cvfs_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uin
 
 int cvfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
-}
-
-int cvfs_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out) {
-    return statx(dirfd, path, flags, mask, out);
 }
 
 int cvfs_statx_identity(int dirfd, const char *path, int flags, struct stat *out, uint64_t *mnt_id) {
@@ -115,14 +100,6 @@ int cvfs_statx_identity(int dirfd, const char *path, int flags, struct stat *out
 
 ssize_t cvfs_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags) {
     return copy_file_range(fd_in, (off64_t *)off_in, fd_out, (off64_t *)off_out, len, flags);
-}
-
-ssize_t cvfs_preadv2(int fd, const struct iovec *iov, int iovcnt, int64_t offset, int flags) {
-    return preadv2(fd, iov, iovcnt, offset, flags);
-}
-
-ssize_t cvfs_pwritev2(int fd, const struct iovec *iov, int iovcnt, int64_t offset, int flags) {
-    return pwritev2(fd, iov, iovcnt, offset, flags);
 }
 
 int cvfs_fallocate(int fd, int mode, int64_t offset, int64_t len) {
@@ -160,28 +137,6 @@ int cvfs_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long
 int cvfs_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
 
 int cvfs_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
-
-int cvfs_epoll_create1(int flags) { return epoll_create1(flags); }
-
-int cvfs_epoll_add(int epfd, int fd, uint32_t events, uint64_t data) {
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = events;
-    ev.data.u64 = data;
-    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-int cvfs_epoll_del(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
-
-int cvfs_epoll_wait_one(int epfd, uint32_t *events, uint64_t *data, int timeout_ms) {
-    struct epoll_event ev;
-    int n = epoll_wait(epfd, &ev, 1, timeout_ms);
-    if (n == 1) {
-        *events = ev.events;
-        *data = ev.data.u64;
-    }
-    return n;
-}
 
 ssize_t cvfs_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };

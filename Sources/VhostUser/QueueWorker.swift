@@ -10,27 +10,6 @@ public protocol VirtqueueHandler: Sendable {
     func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32
 }
 
-/// Runs `body` on a new POSIX thread; returns its handle for `pthread_join`.
-func startThread(_ body: @escaping () -> Void) throws(Errno) -> pthread_t {
-    final class Box {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
-    }
-    let context = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { raw in
-        guard let raw else { return nil }
-        let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
-        box.body()
-        return nil
-    }, context)
-    if rc != 0 {
-        Unmanaged<Box>.fromOpaque(context).release()
-        throw Errno(rc)
-    }
-    return thread
-}
-
 /// The thread serving one started queue: waits on its kick eventfd and a stop
 /// eventfd, drains every available chain through the handler and signals the
 /// call eventfd once per batch.
@@ -80,7 +59,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     }
 
     func start() throws(Errno) {
-        thread = try startThread { [self] in run() }
+        thread = try Sys.startThread { [self] in run() }
     }
 
     /// Asks the thread to finish its batch and exit, then joins it.

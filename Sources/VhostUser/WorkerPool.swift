@@ -46,7 +46,7 @@ final class WorkerPool: @unchecked Sendable {
         state.withLock { $0.jobs.reserveCapacity(1024) }
         for _ in 0..<size {
             do {
-                threads.append(try startThread { [self] in work() })
+                threads.append(try Sys.startThread { [self] in work() })
             } catch {
                 shutdown()
                 throw error

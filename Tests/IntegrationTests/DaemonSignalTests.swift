@@ -81,8 +81,8 @@ final class DaemonSignalTests: XCTestCase {
         // What a second daemon on the same path does to see whether anyone still listens.
         let scratch = try Scratch(files: ["f": "still"])
         let daemon = try startWaiting([], scratch: scratch)
-        let probe = try Sys.unixStreamClientSocket()
-        try Sys.connectUnix(probe, path: scratch.socketPath)
+        let probe = try Sys.unixStreamSocket()
+        try Sys.connect(probe, try Sys.unixAddress(scratch.socketPath))
         Sys.close(probe)
         usleep(200_000)
         XCTAssertTrue(daemon.isRunning, daemon.standardError)

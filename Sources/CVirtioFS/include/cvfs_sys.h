@@ -18,7 +18,6 @@ extern const int CVFS_O_PATH;
 extern const int CVFS_O_TMPFILE;
 extern const int CVFS_O_DIRECT;
 extern const int CVFS_O_NOATIME;
-extern const int CVFS_O_LARGEFILE;
 extern const int CVFS_AT_EMPTY_PATH;
 extern const int CVFS_AT_SYMLINK_NOFOLLOW;
 extern const int CVFS_AT_REMOVEDIR;
@@ -31,18 +30,14 @@ extern const int CVFS_SEEK_DATA;
 extern const int CVFS_SEEK_HOLE;
 extern const int CVFS_F_OFD_GETLK;
 extern const int CVFS_F_OFD_SETLK;
-extern const int CVFS_F_OFD_SETLKW;
 extern const int CVFS_FALLOC_FL_KEEP_SIZE;
 extern const int CVFS_FALLOC_FL_PUNCH_HOLE;
 extern const int CVFS_CLONE_NEWNS;
 extern const int CVFS_CLONE_NEWPID;
 extern const int CVFS_CLONE_NEWNET;
 extern const int CVFS_CLONE_NEWUSER;
-extern const unsigned int CVFS_STATX_BASIC_STATS;
-extern const unsigned int CVFS_STATX_MNT_ID;
 extern const int CVFS_EFD_CLOEXEC;
 extern const int CVFS_EFD_NONBLOCK;
-extern const int CVFS_EPOLL_CLOEXEC;
 extern const unsigned int CVFS_MFD_CLOEXEC;
 extern const int CVFS_MAX_HANDLE_SZ;
 
@@ -54,18 +49,14 @@ int cvfs_thread_setresgid(gid_t rgid, gid_t egid, gid_t sgid);
 int cvfs_thread_setgroups(size_t count, const gid_t *groups);
 // Per-thread unshare of the filesystem attributes (umask, cwd).
 int cvfs_unshare(int flags);
-pid_t cvfs_gettid(void);
 
 // ---- files ----
 int cvfs_openat(int dirfd, const char *path, int flags, mode_t mode);
 int cvfs_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 int cvfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
-int cvfs_statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *out);
 // Reads st_dev/st_ino and the mount id of `path` relative to dirfd in one call.
 int cvfs_statx_identity(int dirfd, const char *path, int flags, struct stat *out, uint64_t *mnt_id);
 ssize_t cvfs_copy_file_range(int fd_in, int64_t *off_in, int fd_out, int64_t *off_out, size_t len, unsigned int flags);
-ssize_t cvfs_preadv2(int fd, const struct iovec *iov, int iovcnt, int64_t offset, int flags);
-ssize_t cvfs_pwritev2(int fd, const struct iovec *iov, int iovcnt, int64_t offset, int flags);
 int cvfs_fallocate(int fd, int mode, int64_t offset, int64_t len);
 int cvfs_syncfs(int fd);
 int cvfs_fcntl_int(int fd, int cmd, int arg);
@@ -82,16 +73,6 @@ int cvfs_pivot_root(const char *new_root, const char *put_old);
 int cvfs_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
 int cvfs_memfd_create(const char *name, unsigned int flags);
 int cvfs_eventfd(unsigned int initval, int flags);
-
-// ---- epoll ----
-int cvfs_epoll_create1(int flags);
-int cvfs_epoll_add(int epfd, int fd, uint32_t events, uint64_t data);
-int cvfs_epoll_del(int epfd, int fd);
-// Waits for one event; returns 1 and fills *events/*data, 0 on timeout, -1 on error.
-int cvfs_epoll_wait_one(int epfd, uint32_t *events, uint64_t *data, int timeout_ms);
-extern const uint32_t CVFS_EPOLLIN;
-extern const uint32_t CVFS_EPOLLHUP;
-extern const uint32_t CVFS_EPOLLERR;
 
 // ---- unix sockets with SCM_RIGHTS ----
 // Sends len bytes plus nfds descriptors in one message. Returns bytes sent or -1.
