@@ -48,6 +48,18 @@ final class SetIDAndExistingCreateTests: PassthroughTestCase {
         XCTAssertEqual(geteuid(), 0, "the daemon's identity is back")
     }
 
+    func testCreateOfAnExistingFileIsCheckedAsTheCallerWhenInodesAreFileHandles() throws {
+        chmod(directory, 0o777)
+        makeHostFile("secret", "root only", mode: 0o600)
+        makeHostFile("public", "for all", mode: 0o644)
+        fs = try makeFileSystem { $0.inodeFileHandles = .mandatory }
+        assertErrno(.accessDenied) { try createExisting(user, "secret", O_WRONLY | O_TRUNC) }
+        XCTAssertEqual(hostContents("secret"), "root only")
+        let (entry, opened) = try createExisting(user, "public", O_RDONLY)
+        XCTAssertTrue(fs.inodes.withLock { $0.nodes[entry.nodeID]?.data.isHandle ?? false })
+        XCTAssertEqual(try read(entry.nodeID, opened.handle), "for all")
+    }
+
     func testCreateOfAnExistingFileTheCallerMayOpenStillOpens() throws {
         chmod(directory, 0o777)
         makeHostFile("public", "for all", mode: 0o644)
