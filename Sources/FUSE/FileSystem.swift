@@ -262,12 +262,14 @@ public protocol FileSystem: Sendable {
     /// LINK: a new name for `node`; +1 lookup count on `node`.
     func link(_ ctx: RequestContext, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry
 
-    /// OPEN: `flags` are the guest's open flags. `killSuidGid` is FUSE_OPEN_KILL_SUIDGID (O_TRUNC by a non-owner).
+    /// OPEN: `flags` are the guest's open flags. `killSuidGid` is FUSE_OPEN_KILL_SUIDGID: O_TRUNC by a
+    /// caller without CAP_FSETID (sent only with killpriv v2).
     func open(_ ctx: RequestContext, node: NodeID, flags: UInt32, killSuidGid: Bool) throws(Errno) -> OpenReply
     /// READ: fill `writer` with up to `size` bytes from `offset`, zero copy; return bytes read.
     func read<W: FuseWriter>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, into writer: inout W) throws(Errno) -> Int
     /// WRITE: take `size` bytes from `reader`, zero copy; return bytes written.
-    /// `killSuidGid` is FUSE_WRITE_KILL_SUIDGID: clear setuid/setgid as a write by a non-owner does.
+    /// `killSuidGid` is FUSE_WRITE_KILL_SUIDGID: the caller lacks CAP_FSETID; clear setuid/setgid as the
+    /// kernel would. The kernel sets it for direct I/O whether or not killpriv v2 was negotiated.
     func write<R: FuseReader>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, flags: UInt32, killSuidGid: Bool, from reader: inout R) throws(Errno) -> Int
     func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> statvfs
     /// RELEASE: the last reference to an open file is gone. Errors are not reported to the guest.

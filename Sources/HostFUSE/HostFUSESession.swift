@@ -6,30 +6,35 @@ import CVirtioFS
 import FUSE
 import Posix
 
-/// Serves a `Server` through a host FUSE mount: the kernel's /dev/fuse instead of
-/// a virtqueue. libfuse is used for the mount and unmount only; requests are
-/// read and answered here, so the dispatcher sees exactly what a guest would send.
+/// A host FUSE mount and its /dev/fuse channels, made before any request is served
+/// (and, in the daemon, before the sandbox is entered, so the mount lives in the host's
+/// mount namespace). libfuse is used for the mount and unmount only.
 ///
 /// Mount options: fs name "virtiofsd", `allow_other` and `default_permissions`, the
 /// options a guest's virtio-fs mount always has: every user may enter the mount and
 /// the kernel checks permissions (mode bits, ACLs) from the attributes we return.
-public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
-    // Safety of @unchecked Sendable: `session` and the descriptors are set in init
-    // and only torn down by `run` (once, on the calling thread) or deinit.
+///
+/// `unmountedOnExit`: the mount also gets `auto_unmount`, which leaves a small helper
+/// (fusermount3) outside, waiting for this process to exit; it then unmounts. A
+/// sandboxed process can neither see the mount point nor call umount2, so it never
+/// unmounts itself: a clean stop, a crash and SIGKILL all end in the helper's unmount,
+/// never in a dead "Transport endpoint is not connected" mount.
+public final class HostFUSEMount: @unchecked Sendable {
+    // Safety of @unchecked Sendable: everything is set in init; `unmount` runs once,
+    // from the session's `run` (one thread) or deinit.
     public let mountpoint: String
-    private let server: Server<FS>
-    private let logger: Logger
+    public let unmountedOnExit: Bool
     private let session: OpaquePointer
-    private var channels: [Int32]
+    let channels: [Int32]
     private var mounted = true
 
-    /// Mounts `mountpoint` and opens one /dev/fuse channel per thread.
-    public init(mountpoint: String, server: Server<FS>, threads: Int, logger: Logger) throws(Errno) {
+    /// Mounts `mountpoint` and opens `threads` channels (clones of the session's /dev/fuse
+    /// descriptor). Makes no thread; libfuse may run fusermount3 (a child process).
+    public init(mountpoint: String, threads: Int, unmountedOnExit: Bool = false, logger: Logger) throws(Errno) {
         self.mountpoint = mountpoint
-        self.server = server
-        self.logger = logger
-
-        let arguments = ["virtiofsd", "-o", "fsname=virtiofsd,allow_other,default_permissions"]
+        self.unmountedOnExit = unmountedOnExit
+        let options = "fsname=virtiofsd,allow_other,default_permissions" + (unmountedOnExit ? ",auto_unmount" : "")
+        let arguments = ["virtiofsd", "-o", options]
         let cArguments = arguments.map { strdup($0) }
         defer { cArguments.forEach { free($0) } }
         var argv = cArguments
@@ -78,12 +83,37 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
         fuse_session_destroy(session)
     }
 
-    private func unmount() {
+    /// Lazy unmount; once the last user of the mount is gone the kernel aborts the
+    /// connection and every blocked read returns ENODEV. With `unmountedOnExit` this
+    /// does nothing: the helper unmounts once the process is gone.
+    func unmount() {
         guard mounted else { return }
         mounted = false
-        // Lazy unmount; once the last user of the mount is gone the kernel aborts
-        // the connection and every blocked read returns ENODEV.
+        if unmountedOnExit { return }
         fuse_session_unmount(session)
+    }
+}
+
+/// Serves a `Server` through a host FUSE mount: the kernel's /dev/fuse instead of
+/// a virtqueue. Requests are read and answered here, so the dispatcher sees exactly
+/// what a guest would send.
+public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
+    // Safety of @unchecked Sendable: set in init; `run` is called once.
+    public var mountpoint: String { mount.mountpoint }
+    private let mount: HostFUSEMount
+    private let server: Server<FS>
+    private let logger: Logger
+
+    /// Serves `mount`, made beforehand (e.g. before a sandbox).
+    public init(mount: HostFUSEMount, server: Server<FS>, logger: Logger) {
+        self.mount = mount
+        self.server = server
+        self.logger = logger
+    }
+
+    /// Mounts `mountpoint` with one channel per thread, unmounted again by `run` or deinit.
+    public convenience init(mountpoint: String, server: Server<FS>, threads: Int, logger: Logger) throws(Errno) {
+        self.init(mount: try HostFUSEMount(mountpoint: mountpoint, threads: threads, logger: logger), server: server, logger: logger)
     }
 
     private func waitForShutdown(_ shutdownFD: Int32, _ exited: Int32) {
@@ -96,7 +126,7 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
                 return
             }
             if shutdown != 0 {
-                logger.info("shutting down: unmounting \(mountpoint)")
+                logger.info("shutting down: \(mount.unmountedOnExit ? "the mount goes when this process exits" : "unmounting \(mountpoint)")")
                 return
             }
             if unmounted != 0 {
@@ -108,21 +138,36 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
 
     /// Serves requests on one thread per channel until `shutdownFD` becomes
     /// readable or the mount goes away (e.g. `umount` from outside), then
-    /// unmounts and returns once every thread has stopped.
+    /// unmounts (unless the mount is `unmountedOnExit`) and returns once every
+    /// thread has stopped.
     public func run(shutdownFD: Int32) {
         let exited: Int32
+        let stop: Int32
         do {
             exited = try Sys.eventfd()
+            do { stop = try Sys.eventfd() } catch {
+                Sys.close(exited)
+                throw error
+            }
         } catch {
             logger.error("eventfd: \(error)")
-            unmount()
+            mount.unmount()
             return
         }
-        defer { Sys.close(exited) }
+        defer {
+            Sys.close(exited)
+            Sys.close(stop)
+        }
 
         var threads: [pthread_t] = []
-        for fd in channels {
-            let worker = ChannelWorker(server: server, fd: fd, exited: exited, logger: logger)
+        for fd in mount.channels {
+            // Non-blocking, so a worker waits in poll, where `stop` reaches it too, and a
+            // request another channel took first is EAGAIN rather than a wait.
+            do { try Sys.setNonBlocking(fd) } catch {
+                logger.error("O_NONBLOCK on a /dev/fuse channel: \(error)")
+                continue
+            }
+            let worker = ChannelWorker(server: server, fd: fd, exited: exited, stop: stop, logger: logger)
             do {
                 threads.append(try Sys.startThread { worker.serve() })
             } catch {
@@ -132,7 +177,10 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
         if !threads.isEmpty {
             waitForShutdown(shutdownFD, exited)
         }
-        unmount()
+        // The workers finish the request in hand and return, whether or not the
+        // connection ends now (with `unmountedOnExit` it ends only with the process).
+        try? Sys.eventfdSignal(stop)
+        mount.unmount()
         for thread in threads {
             pthread_join(thread, nil)
         }
@@ -146,12 +194,14 @@ private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
     let server: Server<FS>
     let fd: Int32
     let exited: Int32
+    let stop: Int32
     let logger: Logger
 
-    init(server: Server<FS>, fd: Int32, exited: Int32, logger: Logger) {
+    init(server: Server<FS>, fd: Int32, exited: Int32, stop: Int32, logger: Logger) {
         self.server = server
         self.fd = fd
         self.exited = exited
+        self.stop = stop
         self.logger = logger
     }
 
@@ -167,6 +217,14 @@ private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
             try? Sys.eventfdSignal(exited)
         }
         while true {
+            do {
+                // POLLERR on the channel (connection gone) falls through to read's ENODEV.
+                let (_, stopping) = try Sys.pollPair(fd, stop)
+                if stopping != 0 { return }
+            } catch {
+                logger.error("poll on /dev/fuse: \(error)")
+                return
+            }
             let n: Int
             do {
                 n = try Sys.read(fd, request)

@@ -152,17 +152,19 @@ extension PassthroughFileSystem {
         if valid.contains(.size) {
             guard attributes.size <= UInt64(Int64.max) else { throw Errno.fileTooLarge }
             let size = Int64(attributes.size)
+            // Setuid/setgid go first, as the kernel clears them with the truncate itself.
+            let flagged = valid.contains(.killSuidGid)
             if let file {
+                clearSetIDForTruncate(fd: file.fd, ctx, flagged: flagged)
                 try Sys.ftruncate(file.fd, size)
-                if killPriv { killPrivileges(fd: file.fd, callerGID: ctx.gid) }
             } else {
                 guard data.isRegular else { throw data.isDirectory ? Errno.isDirectory : Errno.invalidArgument }
                 try withIOFD(data, flags: O_WRONLY) { (fd) throws(Errno) in
+                    clearSetIDForTruncate(fd: fd, ctx, flagged: flagged)
                     try Sys.ftruncate(fd, size)
-                    if killPriv { killPrivileges(fd: fd, callerGID: ctx.gid) }
                 }
             }
-            if !killPriv { killRemappedCapability(data) }
+            killRemappedCapability(data)
         }
         if !valid.intersection([.atime, .mtime, .atimeNow, .mtimeNow]).isEmpty {
             func time(_ set: Bool, _ now: Bool, _ value: timespec) -> timespec {
@@ -286,7 +288,7 @@ extension PassthroughFileSystem {
         if hostFlags & O_ACCMODE != O_RDONLY || hostFlags & O_TRUNC != 0 { try ensureWritable() }
         try ensureDescriptorHeadroom()
         let fd = try reopen(data, flags: hostFlags)
-        if killSuidGid && isNegotiated(.handleKillprivV2) && hostFlags & O_TRUNC != 0 { killPrivileges(fd: fd, callerGID: ctx.gid) }
+        if hostFlags & O_TRUNC != 0 { clearSetIDForTruncate(fd: fd, ctx, flagged: killSuidGid) }
         let handle = registerHandle(fd: fd, inode: data)
         return OpenReply(handle: handle, flags: openReplyFlags(directory: data.isDirectory))
     }
@@ -309,11 +311,14 @@ extension PassthroughFileSystem {
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max), UInt64(Int64.max) - offset >= UInt64(size) else { throw Errno.fileTooLarge }
         let fd = file.fd
+        // Honoured whatever was negotiated: for direct I/O (cache=none, metadata) the
+        // guest kernel leaves the clearing to us even without killpriv v2.
+        if killSuidGid { clearSetIDForWrite(fd: fd, callerGID: ctx.gid) }
         let written = try reader.withIOVecs(count: Int(size)) { (iov) throws(Errno) -> Int in
             try Sys.pwritev(fd, iov, Int64(offset))
         }
         guard let written else { throw Errno.invalidArgument }
-        if killSuidGid && isNegotiated(.handleKillprivV2) { killPrivileges(fd: fd, callerGID: ctx.gid) } else { killRemappedCapability(fd: fd) }
+        killRemappedCapability(fd: fd)
         return written
     }
 
@@ -340,80 +345,6 @@ extension PassthroughFileSystem {
 
     public func fsyncdir(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
         try fsync(ctx, node: node, handle: handle, datasync: datasync)
-    }
-
-    public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
-        try ensureWritable()
-        try checkName(name)
-        try ensureDescriptorHeadroom()
-        let directory = try inode(parent)
-        let hostMode = creationMode(mode, parent: directory, extras: extras)
-        // Always O_EXCL on the host: open(2) of an existing FIFO would block the queue
-        // thread and of a device node would open the host device. An existing name
-        // goes through OPEN's checks instead.
-        let hostFlags = hostOpenFlags(flags) | O_CREAT | O_EXCL | O_NOFOLLOW
-        let fd: Int32
-        do {
-            fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
-                try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
-                    try Sys.openat(pfd, name.cString, hostFlags, hostMode)
-                }
-            }
-        } catch {
-            guard error == .exists, Int32(bitPattern: flags) & O_EXCL == 0 else { throw error }
-            return try openExisting(ctx, directory, name, flags: flags)
-        }
-        return try finishOpenCreation(fd: fd, extras: extras)
-    }
-
-    /// CREATE of a name that exists: looked up and opened as OPEN would, so only
-    /// regular files (and directories) are ever opened for I/O.
-    func openExisting(_ ctx: RequestContext, _ directory: InodeData, _ name: FileName, flags: UInt32) throws(Errno) -> (Entry, OpenReply) {
-        let entry = try lookupChild(directory, name.cString)
-        do {
-            let opened = try open(ctx, node: entry.nodeID, flags: flags, killSuidGid: false)
-            return (entry, opened)
-        } catch {
-            forget(entry.nodeID, count: 1)
-            throw error
-        }
-    }
-
-    public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
-        try ensureWritable()
-        try ensureDescriptorHeadroom()
-        let directory = try inode(parent)
-        let hostMode = creationMode(mode, parent: directory, extras: extras)
-        var hostFlags = hostOpenFlags(flags) | CVFS_O_TMPFILE
-        if hostFlags & O_ACCMODE == O_RDONLY { hostFlags |= O_RDWR } // O_TMPFILE needs write access
-        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
-            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
-                try Sys.openat(pfd, ".", hostFlags, hostMode)
-            }
-        }
-        return try finishOpenCreation(fd: fd, extras: extras)
-    }
-
-    /// Turns a freshly created open file into an entry (with its own O_PATH descriptor) and a handle.
-    func finishOpenCreation(fd: Int32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
-        let entry: Entry
-        do {
-            try applySecurityContext(extras, fd: fd, inode: root)
-            let pathFD = try withProcName(fd) { (name) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, name, CVFS_O_PATH) }
-            entry = try adopt(pathFD)
-        } catch {
-            Sys.close(fd)
-            throw error
-        }
-        let data: InodeData
-        do {
-            data = try inode(entry.nodeID)
-        } catch {
-            Sys.close(fd)
-            throw error
-        }
-        let handle = registerHandle(fd: fd, inode: data)
-        return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
     }
 
     public func fallocate(_ ctx: RequestContext, node: NodeID, handle: HandleID, mode: UInt32, offset: UInt64, length: UInt64) throws(Errno) {

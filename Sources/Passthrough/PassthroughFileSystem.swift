@@ -364,21 +364,6 @@ public final class PassthroughFileSystem: FileSystem {
         }
     }
 
-    /// Clears setuid, and setgid when group-executable or when the caller is outside
-    /// the file's group, as the kernel does when a writer without CAP_FSETID changes
-    /// a file (only the caller's primary group is known here); drops a remapped file
-    /// capability too.
-    func killPrivileges(fd: Int32, callerGID: UInt32) {
-        if let st = try? Sys.fstat(fd) {
-            var mode = st.st_mode & 0o7777
-            let before = mode
-            mode &= ~S_ISUID
-            if st.st_mode & S_IXGRP != 0 || st.st_gid != callerGID { mode &= ~S_ISGID }
-            if mode != before { try? Sys.fchmod(fd, mode) }
-        }
-        killRemappedCapability(fd: fd)
-    }
-
     /// The host drops `security.capability` itself on write, truncate and chown;
     /// under a renamed name it is an ordinary xattr, so we drop it.
     func killRemappedCapability(fd: Int32) {

@@ -118,7 +118,7 @@ extension Sandbox {
         SyscallRule("epoll_pwait2", "waiting for kicks with a timeout"),
         SyscallRule("poll", "waiting on one descriptor", .x86_64),
         SyscallRule("ppoll", "waiting on one descriptor"),
-        SyscallRule("ioctl", "FUSE_DEV_IOC_CLONE for the /dev/fuse transport; isatty"),
+        SyscallRule("ioctl", "isatty (TCGETS) from C stdio when a stream is first used; the /dev/fuse transport clones its channels (FUSE_DEV_IOC_CLONE) before the filter"),
 
         // The passthrough backend.
         SyscallRule("openat", "opening inodes relative to held O_PATH descriptors"),

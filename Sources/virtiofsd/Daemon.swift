@@ -53,8 +53,21 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     logger.info("swift virtiofsd \(daemonVersion)")
     logger.info("shared directory: \(sharedPath)\(options.tag.map { " (tag \($0))" } ?? "")")
 
+    // The same sandbox for both transports.
+    let sandbox = SandboxConfiguration(
+        mode: sandboxMode(options.sandbox),
+        sharedDirectory: sharedPath,
+        seccomp: seccompAction(options.seccomp),
+        syslog: options.syslog,
+        capabilityEdits: capabilityEdits,
+        // Even with --inode-file-handles=never the backend falls back to file handles
+        // when its descriptor budget runs low, and reopening a handle needs this.
+        keepDacReadSearch: true,
+        rlimitNofile: options.rlimitNofile,
+        uidMap: uidMap, gidMap: gidMap)
+
     if case .fuseMount(let mountpoint) = endpoint {
-        return runHostMount(options, sharedPath: sharedPath, mountpoint: mountpoint, xattrMap: xattrMap, logger: logger)
+        return runHostMount(options, sandbox: sandbox, mountpoint: mountpoint, xattrMap: xattrMap, logger: logger)
     }
 
     // ---- listening socket, before the sandbox hides the host ----
@@ -77,17 +90,6 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     logger.info("sandbox: \(options.sandbox.rawValue), seccomp: \(options.seccomp.rawValue), cache: \(options.cache.rawValue), request queues: \(options.numRequestQueues), thread pool: \(options.threadPoolSize)")
 
     // ---- sandbox ----
-    let sandbox = SandboxConfiguration(
-        mode: sandboxMode(options.sandbox),
-        sharedDirectory: sharedPath,
-        seccomp: seccompAction(options.seccomp),
-        syslog: options.syslog,
-        capabilityEdits: capabilityEdits,
-        // Even with --inode-file-handles=never the backend falls back to file handles
-        // when its descriptor budget runs low, and reopening a handle needs this.
-        keepDacReadSearch: true,
-        rlimitNofile: options.rlimitNofile,
-        uidMap: uidMap, gidMap: gidMap)
     let isolated: SandboxResult
     do {
         let limit = try Sandbox.raiseFileLimit(sandbox, logger: logger)
@@ -160,21 +162,38 @@ func acceptFrontend(listenFD: Int32, shutdownFD: Int32, logger: Logger) throws(E
 }
 
 /// `--fuse-mount`: the same dispatcher and backend behind a host FUSE mount, for debugging
-/// and host-side tests. No sandbox: a namespace would hide the mount from the host.
-func runHostMount(_ options: DaemonOptions, sharedPath: String, mountpoint: String, xattrMap: XattrMap?, logger: Logger) -> Int32 {
-    logger.info("host FUSE mount at \(mountpoint) (no sandbox or seccomp in this mode)")
+/// and host-side tests, in the same sandbox, capability set and seccomp filter as a
+/// vhost-user daemon. The mount and its /dev/fuse channels are made first, in the host's
+/// mount namespace (a namespace entered later would hide the mount from the host), and
+/// carried into the sandbox. The sandboxed process cannot unmount (no umount2, and the
+/// mount point is out of its view), so the mount gets auto_unmount: libfuse's helper
+/// outside unmounts once the daemon has exited, however it ends.
+func runHostMount(_ options: DaemonOptions, sandbox: SandboxConfiguration, mountpoint: String, xattrMap: XattrMap?, logger: Logger) -> Int32 {
+    logger.info("host FUSE mount at \(mountpoint); sandbox: \(options.sandbox.rawValue), seccomp: \(options.seccomp.rawValue), cache: \(options.cache.rawValue)")
+    let mount: HostFUSEMount
+    let isolated: SandboxResult
+    do {
+        let limit = try Sandbox.raiseFileLimit(sandbox, logger: logger)
+        logger.debug("RLIMIT_NOFILE is \(limit)")
+        do {
+            // No thread may exist yet: the sandbox forks. The mount makes none.
+            mount = try HostFUSEMount(mountpoint: mountpoint, threads: max(2, options.threadPoolSize),
+                                      unmountedOnExit: true, logger: logger)
+        } catch {
+            fail("--fuse-mount \(mountpoint): \(error)")
+        }
+        isolated = try Sandbox.enter(sandbox, logger: logger)
+        try Sandbox.dropCapabilities(sandbox, logger: logger)
+    } catch {
+        fail("\(error)")
+    }
     let shutdownFD: Int32
     do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
-    let filesystem = openFileSystem(options, sharedPath: sharedPath, root: sharedPath,
-                                    procSelfFD: nil, xattrMap: xattrMap, logger: logger)
+    let filesystem = openFileSystem(options, sharedPath: sandbox.sharedDirectory, root: isolated.root,
+                                    procSelfFD: isolated.procSelfFD, xattrMap: xattrMap, logger: logger)
+    do { try Sandbox.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
-    let session: HostFUSESession<PassthroughFileSystem>
-    do {
-        session = try HostFUSESession(mountpoint: mountpoint, server: server,
-                                      threads: max(2, options.threadPoolSize), logger: logger)
-    } catch {
-        fail("--fuse-mount \(mountpoint): \(error)")
-    }
+    let session = HostFUSESession(mount: mount, server: server, logger: logger)
     session.run(shutdownFD: shutdownFD)
     filesystem.destroy()
     return 0

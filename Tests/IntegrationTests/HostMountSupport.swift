@@ -43,7 +43,8 @@ final class HostMountDaemon {
         try prepare(share)
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         usesWrapper = !wrapper.isEmpty
-        let daemonArguments = ["--fuse-mount=\(mountpoint)", "--shared-dir=\(share)", "--sandbox=none"] + arguments
+        // The default sandbox (namespace), as in production, unless `arguments` say otherwise.
+        let daemonArguments = ["--fuse-mount=\(mountpoint)", "--shared-dir=\(share)"] + arguments
         if wrapper.isEmpty {
             process.executableURL = URL(fileURLWithPath: HostMountDaemon.binary)
             process.arguments = daemonArguments
@@ -79,9 +80,24 @@ final class HostMountDaemon {
     }
 
     private func childPID(of pid: pid_t) -> pid_t? {
+        HostMountDaemon.children(of: pid).first
+    }
+
+    static func children(of pid: pid_t) -> [pid_t] {
         let path = "/proc/\(pid)/task/\(pid)/children"
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        return text.split(separator: " ").first.flatMap { pid_t($0) }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        return text.split(separator: " ").compactMap { pid_t($0) }
+    }
+
+    /// The process that serves requests: in namespace mode the daemon's forked child
+    /// (its other child is libfuse's unmount helper, fusermount3), otherwise the daemon.
+    func servingPID() -> pid_t {
+        let pid = process.processIdentifier
+        let own = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+        for child in HostMountDaemon.children(of: pid) {
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(child)/exe")) == own { return child }
+        }
+        return pid
     }
 
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }

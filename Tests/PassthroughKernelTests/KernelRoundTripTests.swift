@@ -9,58 +9,7 @@ import Passthrough
 
 /// Real programs' system calls, through the kernel's FUSE client, the dispatcher
 /// and the passthrough backend, onto a temporary shared directory.
-final class KernelRoundTripTests: XCTestCase {
-    var shared = ""
-    var mountpoint = ""
-    var session: HostFUSESession<PassthroughFileSystem>?
-    var shutdown: Int32 = -1
-    let finished = DispatchSemaphore(value: 0)
-
-    func temporaryDirectory(_ label: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-        return path
-    }
-
-    func mount(_ adjust: (inout PassthroughConfiguration) -> Void = { _ in }) throws {
-        try XCTSkipUnless(geteuid() == 0, "mounting needs root")
-        try XCTSkipUnless(access("/dev/fuse", R_OK | W_OK) == 0, "no /dev/fuse")
-        shared = try temporaryDirectory("pt-shared")
-        mountpoint = try temporaryDirectory("pt-mnt")
-        var configuration = PassthroughConfiguration(root: shared)
-        configuration.xattr = true
-        configuration.posixLocks = true
-        configuration.flock = true
-        adjust(&configuration)
-        let fs = try PassthroughFileSystem(configuration: configuration, logger: .discarding)
-        let server = Server(filesystem: fs, options: ServerOptions(), logger: .discarding)
-        session = try HostFUSESession(mountpoint: mountpoint, server: server, threads: 2, logger: .discarding)
-        shutdown = try Sys.eventfd()
-        let running = session
-        let done = finished
-        let stop = shutdown
-        Thread.detachNewThread {
-            running?.run(shutdownFD: stop)
-            done.signal()
-        }
-    }
-
-    override func tearDown() {
-        if session != nil {
-            try? Sys.eventfdSignal(shutdown)
-            XCTAssertEqual(finished.wait(timeout: .now() + 20), .success, "the session did not stop")
-            session = nil
-            Sys.close(shutdown)
-            rmdir(mountpoint)
-            try? FileManager.default.removeItem(atPath: shared)
-        }
-        super.tearDown()
-    }
-
-    func m(_ relative: String) -> String { mountpoint + "/" + relative }
-    func h(_ relative: String) -> String { shared + "/" + relative }
-
+final class KernelRoundTripTests: KernelMountTestCase {
     func testFilesDirectoriesAndLinksThroughTheKernel() throws {
         try mount()
         // create + write + read back, on both sides

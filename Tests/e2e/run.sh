@@ -18,7 +18,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-ALL_CONFIGS="auto none always-writeback xattr xattrmap mq2"
+ALL_CONFIGS="auto none none-nokillpriv always-writeback xattr xattrmap mq2"
 # Run only when asked for (--config fd-limit): slow, and meant to show a limit.
 EXTRA_CONFIGS="fd-limit"
 # The fd-limit daemon runs with this RLIMIT_NOFILE (soft and hard), and the tree has
@@ -54,6 +54,7 @@ config_daemon_opts() {
     case "$1" in
         auto|mq2|fd-limit) echo "cache=auto" ;;
         none) echo "cache=none" ;;
+        none-nokillpriv) echo "cache=none,no_killpriv_v2" ;;
         always-writeback) echo "cache=always,writeback" ;;
         xattr) echo "cache=auto,xattr" ;;
         xattrmap) echo "cache=auto,xattrmap=:prefix:all::user.virtiofs.::bad:all:::" ;;
@@ -64,7 +65,7 @@ config_daemon_args() { [ "$1" = mq2 ] && echo "--num-request-queues=2" || true; 
 config_device() { [ "$1" = mq2 ] && echo "num-request-queues=2" || true; }
 config_checks() {
     case "$1" in
-        none) echo "--cache=none" ;;
+        none|none-nokillpriv) echo "--cache=none" ;;
         always-writeback) echo "--cache=always" ;;
         xattr) echo "--cache=auto,--xattr" ;;
         xattrmap) echo "--cache=auto,--xattrmap" ;;

@@ -671,6 +671,32 @@ static int check_suid_cleared_on_user_write(void) {
     return PASS;
 }
 
+// Opening with O_TRUNC as a user who is neither root nor the owner drops setuid and
+// setgid: the guest kernel's own mode change is lost when OPEN truncates (atomic
+// O_TRUNC), so without killpriv v2 only the daemon can do it.
+static int check_suid_cleared_on_user_trunc(void) {
+    if (write_file("work/suid-trunc", "program", 0777) < 0) return fail("create: %s", E);
+    if (chmod("work/suid-trunc", 06777) < 0) return fail("chmod: %s", E);
+    pid_t pid = fork();
+    if (pid < 0) return fail("fork: %s", E);
+    if (pid == 0) {
+        if (setgid(1000) < 0 || setuid(1000) < 0) _exit(2);
+        int fd = open("work/suid-trunc", O_WRONLY | O_TRUNC);
+        if (fd < 0) _exit(3);
+        _exit(close(fd) < 0 ? 4 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return fail("unprivileged O_TRUNC failed (step %d)", WEXITSTATUS(status));
+    drop_caches();
+    struct stat st;
+    if (stat("work/suid-trunc", &st) < 0) return fail("stat: %s", E);
+    if (st.st_size != 0) return fail("size %lld, want 0", (long long)st.st_size);
+    if (st.st_mode & (S_ISUID | S_ISGID)) return fail("mode %o after uid 1000 truncated, want 0777", st.st_mode & 07777);
+    return PASS;
+}
+
 // Changing the owner of a setuid file drops the bit, even for root (Linux >= 2.2.13).
 static int check_suid_cleared_on_chown(void) {
     if (write_file("work/suid-chown", "a", 0755) < 0) return fail("create: %s", E);
@@ -938,6 +964,7 @@ static const struct check checks[] = {
     {"many_files_1000", check_many_files, 0},
     {"suid_kept_root_write", check_suid_kept_on_root_write, 0},
     {"suid_cleared_user_write", check_suid_cleared_on_user_write, 0},
+    {"suid_cleared_user_trunc", check_suid_cleared_on_user_trunc, 0},
     {"suid_cleared_chown", check_suid_cleared_on_chown, 0},
     {"tmpfile_linkat", check_tmpfile_linkat, 0},
     {"fallocate", check_fallocate, 0},

@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import FUSE
+import Posix
+
+extension PassthroughFileSystem {
+    // MARK: - CREATE and TMPFILE
+
+    public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        try ensureWritable()
+        try checkName(name)
+        try ensureDescriptorHeadroom()
+        let directory = try inode(parent)
+        let hostMode = creationMode(mode, parent: directory, extras: extras)
+        // Always O_EXCL on the host: open(2) of an existing FIFO would block the queue
+        // thread and of a device node would open the host device. An existing name
+        // is handled by openExisting, which opens regular files only.
+        let hostFlags = hostOpenFlags(flags) | O_CREAT | O_EXCL | O_NOFOLLOW
+        let fd: Int32
+        do {
+            fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+                try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                    try Sys.openat(pfd, name.cString, hostFlags, hostMode)
+                }
+            }
+        } catch {
+            guard error == .exists, Int32(bitPattern: flags) & O_EXCL == 0 else { throw error }
+            return try openExisting(ctx, directory, name, flags: flags, supplementaryGroup: extras.supplementaryGroup)
+        }
+        return try finishOpenCreation(fd: fd, extras: extras)
+    }
+
+    /// CREATE of a name that exists (the guest asked without O_EXCL): someone else made
+    /// it between the guest's lookup and its CREATE. The guest kernel believes it made
+    /// the file and checked no permission, so the host kernel checks here: the file is
+    /// opened under the caller's credentials, and O_TRUNC truncates (and clears
+    /// setuid/setgid) as the caller would. Only a regular file is opened, as OPEN would:
+    /// never a FIFO, socket or device node; a symlink is ELOOP, a directory EISDIR.
+    func openExisting(_ ctx: RequestContext, _ directory: InodeData, _ name: FileName, flags: UInt32,
+                      supplementaryGroup: UInt32?) throws(Errno) -> (Entry, OpenReply) {
+        // The daemon's own O_PATH descriptor of what is there now; its type cannot change.
+        let pathFD = try openChild(directory, name.cString)
+        let fd: Int32
+        do throws(Errno) {
+            let st = try Sys.fstatat(pathFD, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+            switch st.st_mode & S_IFMT {
+            case S_IFREG: break
+            case S_IFDIR: throw Errno.isDirectory
+            case S_IFLNK: throw Errno.loop
+            default: throw Errno.permissionDenied
+            }
+            let hostFlags = hostOpenFlags(flags)
+            // The caller's fsuid/fsgid and groups: the host kernel checks the mode bits,
+            // ACLs and O_TRUNC's need for write access.
+            fd = try credentials.run(ctx, supplementaryGroup: supplementaryGroup) { () throws(Errno) -> Int32 in
+                try withProcName(pathFD) { (link) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, link, hostFlags) }
+            }
+        } catch {
+            Sys.close(pathFD)
+            throw error
+        }
+        let entry: Entry
+        let data: InodeData
+        do throws(Errno) {
+            entry = try adopt(pathFD)
+            do throws(Errno) {
+                data = try inode(entry.nodeID)
+            } catch {
+                forget(entry.nodeID, count: 1)
+                throw error
+            }
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        let handle = registerHandle(fd: fd, inode: data)
+        return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
+    }
+
+    public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        try ensureWritable()
+        try ensureDescriptorHeadroom()
+        let directory = try inode(parent)
+        let hostMode = creationMode(mode, parent: directory, extras: extras)
+        var hostFlags = hostOpenFlags(flags) | CVFS_O_TMPFILE
+        if hostFlags & O_ACCMODE == O_RDONLY { hostFlags |= O_RDWR } // O_TMPFILE needs write access
+        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                try Sys.openat(pfd, ".", hostFlags, hostMode)
+            }
+        }
+        return try finishOpenCreation(fd: fd, extras: extras)
+    }
+
+    /// Turns a freshly created open file into an entry (with its own O_PATH descriptor) and a handle.
+    func finishOpenCreation(fd: Int32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        let entry: Entry
+        do {
+            try applySecurityContext(extras, fd: fd, inode: root)
+            let pathFD = try withProcName(fd) { (name) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, name, CVFS_O_PATH) }
+            entry = try adopt(pathFD)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        let data: InodeData
+        do {
+            data = try inode(entry.nodeID)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        let handle = registerHandle(fd: fd, inode: data)
+        return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
+    }
+
+    // MARK: - Setuid and setgid on write and truncate
+
+    /// Whether a truncate (SETATTR size, OPEN with O_TRUNC) by `ctx` clears setuid/setgid.
+    /// With killpriv v2 the guest kernel says so (`flagged`: the caller lacks CAP_FSETID,
+    /// the owner included, as on any Linux filesystem). Without it the guest kernel sends
+    /// no such flag with O_TRUNC and its own SETATTR of the mode is lost when OPEN
+    /// truncates, so the bits go whenever the caller is neither root nor the owner: the
+    /// owner could set them again anyway, anyone else must not keep them.
+    func truncateClearsSetID(_ ctx: RequestContext, flagged: Bool, owner: uid_t) -> Bool {
+        if isNegotiated(.handleKillprivV2) { return flagged }
+        return flagged || (ctx.uid != 0 && ctx.uid != owner)
+    }
+
+    /// After (or before) a truncate of `fd` by `ctx`: clears the bits when
+    /// `truncateClearsSetID` says so. Best effort: the truncate is what was asked for.
+    func clearSetIDForTruncate(fd: Int32, _ ctx: RequestContext, flagged: Bool) {
+        guard let st = try? Sys.fstat(fd), st.st_mode & S_IFMT == S_IFREG,
+              st.st_mode & (S_ISUID | S_ISGID) != 0 else { return }
+        guard truncateClearsSetID(ctx, flagged: flagged, owner: st.st_uid) else { return }
+        clearSetID(fd: fd, mode: st.st_mode, fileGID: st.st_gid, callerGID: ctx.gid)
+    }
+
+    /// The kernel's rule for a caller without CAP_FSETID who writes to or truncates a
+    /// regular file: setuid always goes; setgid goes when the group may execute (a real
+    /// setgid program) or the caller is outside the file's group (only the caller's
+    /// primary group is known here).
+    func clearSetID(fd: Int32, mode: mode_t, fileGID: gid_t, callerGID: UInt32) {
+        var kept = mode & 0o7777
+        let before = kept
+        kept &= ~S_ISUID
+        if mode & S_IXGRP != 0 || fileGID != callerGID { kept &= ~S_ISGID }
+        if kept != before { try? Sys.fchmod(fd, kept) }
+    }
+
+    /// WRITE with FUSE_WRITE_KILL_SUIDGID, which the guest kernel sets for a caller
+    /// without CAP_FSETID whatever was negotiated: the bits go before the data is written
+    /// (as the kernel orders it), so no moment shows new contents with old privileges.
+    func clearSetIDForWrite(fd: Int32, callerGID: UInt32) {
+        guard let st = try? Sys.fstat(fd), st.st_mode & S_IFMT == S_IFREG,
+              st.st_mode & (S_ISUID | S_ISGID) != 0 else { return }
+        clearSetID(fd: fd, mode: st.st_mode, fileGID: st.st_gid, callerGID: callerGID)
+    }
+}
