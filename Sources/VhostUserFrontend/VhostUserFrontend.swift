@@ -23,6 +23,8 @@ public final class VhostUserFrontend {
         public var queueSize: UInt16 = 128
         /// How long to wait for any single reply.
         public var replyTimeoutMilliseconds: Int32 = 5000
+        /// Seal the guest memory memfd against resizing (QEMU's memory-backend-memfd default).
+        public var sealMemory = true
 
         public init() {}
     }
@@ -59,7 +61,7 @@ public final class VhostUserFrontend {
         self.socketPath = socketPath
         self.requestQueues = requestQueues
         self.options = options
-        self.memory = try GuestMemory(size: memorySize)
+        self.memory = try GuestMemory(size: memorySize, sealed: options.sealMemory)
         let fd = try attempt("socket") { () throws(Errno) in try Sys.unixStreamSocket() }
         do {
             try Sys.connect(fd, try Sys.unixAddress(socketPath))
@@ -140,6 +142,18 @@ public final class VhostUserFrontend {
                 try sendVringState(CVFS_VHOST_USER_SET_VRING_ENABLE, index: index, num: 1)
             }
         }
+    }
+
+    /// Sends SET_VRING_KICK, SET_VRING_CALL or SET_VRING_ERR for queue `index` with
+    /// `fd` (any descriptor: hostile-frontend tests send files that are not eventfds).
+    public func sendVringDescriptor(_ request: cvfs_vhost_user_request, index: Int, fd: Int32) throws(FrontendError) {
+        try sendU64(request, UInt64(index), descriptors: [fd])
+    }
+
+    /// Sends SET_MEM_TABLE with this frontend's one region again (QEMU does so when
+    /// the guest's memory layout changes); running queues must survive it.
+    public func resendMemoryTable() throws(FrontendError) {
+        try sendMemoryTable()
     }
 
     private func sendMemoryTable() throws(FrontendError) {
