@@ -23,21 +23,23 @@ public struct BackendConfiguration: Sendable {
     public var queueCount: Int { 1 + numRequestQueues }
 }
 
-/// Feature bits the device offers.
+/// Feature bits the device offers (masks; bit numbers from linux/virtio_ring.h,
+/// linux/virtio_config.h and the vhost-user spec, through the C target).
 public enum VirtioFeatures {
-    public static let ringIndirectDescriptors: UInt64 = 1 << 28
-    public static let ringEventIndex: UInt64 = 1 << 29
-    public static let protocolFeatures: UInt64 = 1 << 30
-    public static let version1: UInt64 = 1 << 32
+    public static let ringIndirectDescriptors = CVFS_VIRTIO_RING_F_INDIRECT_DESC_MASK
+    public static let ringEventIndex = CVFS_VIRTIO_RING_F_EVENT_IDX_MASK
+    public static let protocolFeatures = CVFS_VHOST_USER_F_PROTOCOL_FEATURES_MASK
+    public static let version1 = CVFS_VIRTIO_F_VERSION_1_MASK
     public static let offered = version1 | ringIndirectDescriptors | ringEventIndex | protocolFeatures
 }
 
+/// vhost-user protocol features (masks of the bits declared once in the C target).
 public enum ProtocolFeatures {
-    public static let multiQueue: UInt64 = 1 << 0
-    public static let replyAck: UInt64 = 1 << 3
-    public static let backendRequests: UInt64 = 1 << 5
-    public static let resetDevice: UInt64 = 1 << 13
-    public static let configureMemorySlots: UInt64 = 1 << 15
+    public static let multiQueue = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_MQ)
+    public static let replyAck = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK)
+    public static let backendRequests = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_BACKEND_REQ)
+    public static let resetDevice = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_RESET_DEVICE)
+    public static let configureMemorySlots = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
     public static let offered = multiQueue | replyAck | backendRequests | resetDevice | configureMemorySlots
 }
 

@@ -46,10 +46,10 @@ public final class VhostUserFrontend {
     /// The backend's GET_QUEUE_NUM answer (0 when MQ was not offered).
     public private(set) var backendQueueCount: UInt64 = 0
 
-    public static let featureVersion1: UInt64 = 1 << 32
-    public static let featureIndirectDescriptors: UInt64 = 1 << 28
-    public static let featureEventIndex: UInt64 = 1 << 29
-    public static let featureProtocolFeatures: UInt64 = 1 << 30
+    public static let featureVersion1 = CVFS_VIRTIO_F_VERSION_1_MASK
+    public static let featureIndirectDescriptors = CVFS_VIRTIO_RING_F_INDIRECT_DESC_MASK
+    public static let featureEventIndex = CVFS_VIRTIO_RING_F_EVENT_IDX_MASK
+    public static let featureProtocolFeatures = CVFS_VHOST_USER_F_PROTOCOL_FEATURES_MASK
 
     /// Connects to `socketPath` and maps `memorySize` bytes of guest memory.
     public init(socketPath: String, memorySize: Int = 256 << 20, requestQueues: Int = 1,
@@ -94,13 +94,13 @@ public final class VhostUserFrontend {
         }
         if offeredFeatures & Self.featureProtocolFeatures != 0 {
             offeredProtocolFeatures = try requestU64(CVFS_VHOST_USER_GET_PROTOCOL_FEATURES)
-            var wanted: UInt64 = 1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_MQ.rawValue)
-            if options.replyAck { wanted |= 1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK.rawValue) }
+            var wanted: UInt64 = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_MQ)
+            if options.replyAck { wanted |= cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK) }
             // Decided before sending: the ack rule applies from the next message on.
             let settled = offeredProtocolFeatures & wanted
             try sendU64(CVFS_VHOST_USER_SET_PROTOCOL_FEATURES, settled)
             ackedProtocolFeatures = settled
-            if settled & (1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_MQ.rawValue)) != 0 {
+            if settled & (cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_MQ)) != 0 {
                 backendQueueCount = try requestU64(CVFS_VHOST_USER_GET_QUEUE_NUM)
                 guard backendQueueCount >= UInt64(requestQueues + 1) else {
                     throw .protocolViolation("backend supports \(backendQueueCount) queues, \(requestQueues + 1) needed")
@@ -173,7 +173,7 @@ public final class VhostUserFrontend {
     // MARK: - Messages
 
     private var replyAckNegotiated: Bool {
-        ackedProtocolFeatures & (1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK.rawValue)) != 0
+        ackedProtocolFeatures & (cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK)) != 0
     }
 
     /// Sends a request that expects no reply (or an ack when REPLY_ACK is on, which it then checks).
