@@ -45,6 +45,12 @@ public final class VhostUserFrontend {
     public private(set) var ackedProtocolFeatures: UInt64 = 0
     /// The backend's GET_QUEUE_NUM answer (0 when MQ was not offered).
     public private(set) var backendQueueCount: UInt64 = 0
+    /// Messages sent so far on this connection.
+    public private(set) var messagesSent = 0
+    /// When set, the frontend dies after this many messages in all: the next send
+    /// closes the connection instead and throws `.disconnected` (tests of a frontend
+    /// that goes away at any step of the handshake).
+    public var disconnectAfterMessages: Int?
 
     public static let featureVersion1 = CVFS_VIRTIO_F_VERSION_1_MASK
     public static let featureIndirectDescriptors = CVFS_VIRTIO_RING_F_INDIRECT_DESC_MASK
@@ -220,6 +226,21 @@ public final class VhostUserFrontend {
         return num
     }
 
+    /// Starts queue `index` again after `stopQueue` the way QEMU does when the guest
+    /// resumes it: SET_VRING_BASE with the ring position, then the same kick fd again,
+    /// then SET_VRING_ENABLE when protocol features were negotiated.
+    public func resumeQueue(_ index: Int, base: UInt32) throws(FrontendError) {
+        guard index >= 0, index < queues.count else { throw .noRoom("no queue \(index)") }
+        try sendVringState(CVFS_VHOST_USER_SET_VRING_BASE, index: index, num: base)
+        try sendU64(CVFS_VHOST_USER_SET_VRING_KICK, UInt64(index), descriptors: [queues[index].kickFD])
+        if ackedFeatures & Self.featureProtocolFeatures != 0 { try setVringEnabled(index, true) }
+    }
+
+    /// SET_VRING_ENABLE for queue `index`.
+    public func setVringEnabled(_ index: Int, _ enabled: Bool) throws(FrontendError) {
+        try sendVringState(CVFS_VHOST_USER_SET_VRING_ENABLE, index: index, num: enabled ? 1 : 0)
+    }
+
     /// Sends a GET_* request and returns its 64-bit answer.
     public func requestU64(_ request: cvfs_vhost_user_request) throws(FrontendError) -> UInt64 {
         try sendRaw(request: request.rawValue, flags: UInt32(CVFS_VHOST_USER_VERSION),
@@ -235,6 +256,11 @@ public final class VhostUserFrontend {
     public func sendRaw(request: UInt32, flags: UInt32, payload: UnsafeRawBufferPointer,
                         declaredSize: UInt32? = nil, descriptors: [Int32] = []) throws(FrontendError) {
         guard socket >= 0 else { throw .disconnected }
+        if let limit = disconnectAfterMessages, messagesSent >= limit {
+            close()
+            throw .disconnected
+        }
+        messagesSent += 1
         var message = [UInt8](repeating: 0, count: 12 + payload.count)
         message.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: request.littleEndian, toByteOffset: 0, as: UInt32.self)

@@ -274,6 +274,51 @@ final class BackendTests: XCTestCase {
         XCTAssertEqual(serving.backend.runningQueues, [])
     }
 
+    private func openDescriptorCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+
+    func testFrontendGoneWithQueuesRunningLeavesNoDescriptorOrMappingBehind() throws {
+        let before = openDescriptorCount()
+        for step in 0..<4 {
+            // Each round: the frontend disappears at a later point of the setup.
+            let guest = try FakeGuest()
+            let ring = FakeRing(guest: guest, size: 16)
+            let serving = try ServingBackend(configuration: {
+                var c = BackendConfiguration(numRequestQueues: 1, maxQueueSize: 256)
+                c.threadPoolSize = 2
+                return c
+            }())
+            let f = serving.frontend
+            let kick = try Sys.eventfd(), call = try Sys.eventfd()
+            negotiate(f, eventIndex: true)
+            if step >= 1 {
+                f.send(.setMemTable, needReply: true, payload: le(UInt32(1)) + le(UInt32(0)) + regionPayload(guest.region), fds: [guest.fd])
+                XCTAssertEqual(f.receiveU64(.setMemTable), 0)
+            }
+            if step >= 2 {
+                setUpQueue(f, 1, ring: ring, kick: kick, call: call)
+                XCTAssertEqual(serving.backend.runningQueues, [1])
+            }
+            if step >= 3 {
+                // Chains posted and kicked, the frontend gone before they are reaped.
+                for i in 0..<8 {
+                    ring.setDescriptor(i, address: ring.dataArea + UInt64(i) * 0x1000, length: 64, flags: 2)
+                    ring.makeAvailable(UInt16(i))
+                }
+                try Sys.eventfdSignal(kick)
+            }
+            shutdownWrite(f.socket)
+            serving.waitFinished()
+            XCTAssertNoThrow(try serving.result.get())
+            XCTAssertEqual(serving.backend.runningQueues, [], "step \(step)")
+            XCTAssertNil(serving.backend.memory, "step \(step): guest memory unmapped")
+            Sys.close(kick)
+            Sys.close(call)
+        }
+        XCTAssertEqual(openDescriptorCount(), before, "every descriptor the backend received or made is closed")
+    }
+
     private func shutdownWrite(_ fd: Int32) {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
