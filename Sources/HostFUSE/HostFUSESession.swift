@@ -134,7 +134,7 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
         }
         unmount()
         for thread in threads {
-            pthread_join(thread, nil)
+            Sys.joinThread(thread)
         }
     }
 }
