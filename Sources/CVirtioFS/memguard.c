@@ -38,9 +38,12 @@ static void on_sigbus(int signo, siginfo_t *info, void *context) {
             if (start == 0 || address < start) continue;
             uintptr_t end = atomic_load_explicit(&slots[i].end, memory_order_relaxed);
             if (address >= end) continue;
+            // Every page from the faulting one on lies past the file's new end.
             uintptr_t page = address & ~page_mask;
-            void *p = mmap((void *)page, end - page, PROT_READ | PROT_WRITE,
-                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+            int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE;
+            void *p = mmap((void *)page, end - page, PROT_READ | PROT_WRITE, flags, -1, 0);
+            // A hugetlbfs mapping splits only at huge page boundaries: replace all of it.
+            if (p == MAP_FAILED) p = mmap((void *)start, end - start, PROT_READ | PROT_WRITE, flags, -1, 0);
             if (p == MAP_FAILED) break;
             atomic_fetch_add_explicit(&repaired, 1, memory_order_relaxed);
             int fd = atomic_load_explicit(&slots[i].notify_fd, memory_order_relaxed);
