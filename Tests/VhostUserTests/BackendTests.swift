@@ -274,13 +274,53 @@ final class BackendTests: XCTestCase {
         XCTAssertEqual(serving.backend.runningQueues, [])
     }
 
+    func testRegionAddedWithAddMemRegThenShrunkEndsTheConnectionInsteadOfTheProcess() throws {
+        let guest = try FakeGuest()  // an unsealed memfd
+        let ring = FakeRing(guest: guest, size: 16)
+        let serving = try ServingBackend()
+        let f = serving.frontend
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        negotiate(f, eventIndex: false)
+        f.send(.addMemReg, needReply: true, payload: le(UInt64(0)) + regionPayload(guest.region), fds: [guest.fd])
+        XCTAssertEqual(f.receiveU64(.addMemReg), 0)
+        setUpQueue(f, 1, ring: ring, kick: kick, call: call)
+        ring.setDescriptor(0, address: ring.dataArea, length: 64, flags: 2)
+        ring.makeAvailable(0)
+        try Sys.eventfdSignal(kick)
+        XCTAssertTrue(waitReadable(call), "the ring works before the shrink")
+        // From here this process must not touch the fake guest's pages either.
+        try Sys.ftruncate(guest.fd, 0)
+        try Sys.eventfdSignal(kick)
+        serving.waitFinished()
+        XCTAssertNoThrow(try serving.result.get(), "a frontend fault is not a local failure")
+        XCTAssertEqual(serving.backend.runningQueues, [])
+        XCTAssertNil(serving.backend.memory)
+    }
+
     private func openDescriptorCount() -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
     }
 
+    /// The descriptor count once it has held still for 100 ms: a serving thread of an
+    /// earlier test may still be dropping its last references (and closing fds).
+    private func settledDescriptorCount() -> Int {
+        var last = openDescriptorCount()
+        for _ in 0..<50 {
+            usleep(100_000)
+            let now = openDescriptorCount()
+            if now == last { return now }
+            last = now
+        }
+        return last
+    }
+
     func testFrontendGoneWithQueuesRunningLeavesNoDescriptorOrMappingBehind() throws {
-        let before = openDescriptorCount()
-        for step in 0..<4 {
+        var before = 0
+        // Round -1 only warms up: the first use of the dispatch runtime opens descriptors
+        // of its own (epoll, eventfd, timerfd) that stay for the life of the process.
+        for step in -1..<4 {
+            if step == 0 { before = settledDescriptorCount() }
             // Each round: the frontend disappears at a later point of the setup.
             let guest = try FakeGuest()
             let ring = FakeRing(guest: guest, size: 16)
@@ -316,7 +356,7 @@ final class BackendTests: XCTestCase {
             Sys.close(kick)
             Sys.close(call)
         }
-        XCTAssertEqual(openDescriptorCount(), before, "every descriptor the backend received or made is closed")
+        XCTAssertEqual(settledDescriptorCount(), before, "every descriptor the backend received or made is closed")
     }
 
     private func shutdownWrite(_ fd: Int32) {

@@ -79,4 +79,39 @@ final class MemoryGuardTests: XCTestCase {
             }
         }
     }
+
+    func testSIGBUSOutsideGuardedMemoryIsStillACrash() throws {
+        // Installs the guard in this process, as a backend's first memory table does.
+        // (The "Program crashed: Bus error" report printed during this test is the child's.)
+        let guardedFD = try memfd(1 << 16)
+        defer { Sys.close(guardedFD) }
+        let notify = try Sys.eventfd(flags: CVFS_EFD_CLOEXEC | CVFS_EFD_NONBLOCK)
+        defer { Sys.close(notify) }
+        let memory = try GuestMemory(regions: [region(1 << 16)], fds: [guardedFD], faultNotifyFD: notify)
+        XCTAssertEqual(memory.regionCount, 1)
+        // A shared mapping that is not guest memory, then its file shrinks.
+        let fd = try memfd(1 << 16)
+        defer { Sys.close(fd) }
+        let p = try Sys.mmapShared(fd, length: 1 << 16, offset: 0)
+        defer { Sys.munmap(p, length: 1 << 16) }
+        try Sys.ftruncate(fd, 0)
+        let child = try Sys.fork()
+        if child == 0 {
+            // Only async-signal-safe work here: touch the lost page, and report survival.
+            let value = p.load(fromByteOffset: 0x4000, as: UInt8.self)
+            _exit(value == 0 ? 3 : 4)
+        }
+        var status: Int32? = nil
+        for _ in 0..<1000 {
+            status = try Sys.waitProcess(child, block: false)
+            if status != nil { break }
+            Sys.sleep(nanoseconds: 10_000_000)
+        }
+        guard let status else {
+            try? Sys.signalProcess(child, SIGKILL)
+            _ = try? Sys.waitProcess(child, block: true)
+            return XCTFail("the child neither crashed nor exited")
+        }
+        XCTAssertEqual(ProcessExit(waitStatus: status), .signalled(SIGBUS), "a SIGBUS outside guest memory keeps its old disposition")
+    }
 }
