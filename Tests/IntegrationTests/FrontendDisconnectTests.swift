@@ -144,7 +144,15 @@ final class FrontendDisconnectTests: XCTestCase {
     // MARK: - The daemon keeps serving
 
     func testGetVringBaseWithChainsInFlightCompletesWhatWasTakenAndTheQueueResumes() throws {
-        let rig = try Rig(files: ["f": Self.content])
+        try getVringBaseUnderLoad(poolSize: 0)
+    }
+
+    func testGetVringBaseWithChainsInFlightOnThePoolCompletesWhatWasTakenAndTheQueueResumes() throws {
+        try getVringBaseUnderLoad(poolSize: 4)
+    }
+
+    private func getVringBaseUnderLoad(poolSize: Int) throws {
+        let rig = try Rig(extraArguments: poolSize > 0 ? ["--thread-pool-size=\(poolSize)"] : [], files: ["f": Self.content])
         let (fuse, node, handle) = try openFile(rig)
         let pid = servingPID(rig.daemon)
         let before = holdings(pid)
@@ -163,7 +171,7 @@ final class FrontendDisconnectTests: XCTestCase {
             try finishReads(fuse, count: 16)
         }
         XCTAssertEqual(try fuse.lookup(name: "f").attr.size, UInt64(Self.fileSize))
-        assertHoldsAsBefore(pid, before, "after 8 stops and resumes under load")
+        assertHoldsAsBefore(pid, before, "after 8 stops and resumes under load, pool of \(poolSize)")
         XCTAssertTrue(rig.daemon.isRunning)
     }
 
@@ -186,7 +194,15 @@ final class FrontendDisconnectTests: XCTestCase {
     }
 
     func testQueueDisabledAndReenabledUnderLoadServesEveryRequest() throws {
-        let rig = try Rig(files: ["f": Self.content])
+        try disableAndEnableUnderLoad(poolSize: 0)
+    }
+
+    func testQueueDisabledAndReenabledUnderLoadOnThePoolServesEveryRequest() throws {
+        try disableAndEnableUnderLoad(poolSize: 4)
+    }
+
+    private func disableAndEnableUnderLoad(poolSize: Int) throws {
+        let rig = try Rig(extraArguments: poolSize > 0 ? ["--thread-pool-size=\(poolSize)"] : [], files: ["f": Self.content])
         let (fuse, node, handle) = try openFile(rig)
         let pid = servingPID(rig.daemon)
         let before = holdings(pid)
@@ -201,6 +217,6 @@ final class FrontendDisconnectTests: XCTestCase {
             try rig.frontend.setVringEnabled(1, true)
             try finishReads(fuse, count: 16)
         }
-        assertHoldsAsBefore(pid, before, "after 8 disables and enables under load")
+        assertHoldsAsBefore(pid, before, "after 8 disables and enables under load, pool of \(poolSize)")
     }
 }
