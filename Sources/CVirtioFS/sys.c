@@ -41,6 +41,12 @@ const int CVFS_CLONE_NEWUSER = CLONE_NEWUSER;
 const int CVFS_EFD_CLOEXEC = EFD_CLOEXEC;
 const int CVFS_EFD_NONBLOCK = EFD_NONBLOCK;
 const unsigned int CVFS_MFD_CLOEXEC = MFD_CLOEXEC;
+const unsigned int CVFS_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
+const int CVFS_F_ADD_SEALS = F_ADD_SEALS;
+const int CVFS_F_GET_SEALS = F_GET_SEALS;
+const int CVFS_F_SEAL_SEAL = F_SEAL_SEAL;
+const int CVFS_F_SEAL_SHRINK = F_SEAL_SHRINK;
+const int CVFS_F_SEAL_GROW = F_SEAL_GROW;
 const int CVFS_MAX_HANDLE_SZ = MAX_HANDLE_SZ;
 
 int cvfs_thread_setresuid(uid_t ruid, uid_t euid, uid_t suid) {

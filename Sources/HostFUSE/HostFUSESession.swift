@@ -182,7 +182,7 @@ public final class HostFUSESession<FS: FileSystem>: @unchecked Sendable {
         try? Sys.eventfdSignal(stop)
         mount.unmount()
         for thread in threads {
-            pthread_join(thread, nil)
+            Sys.joinThread(thread)
         }
     }
 }

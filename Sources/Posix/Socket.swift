@@ -86,6 +86,25 @@ extension Sys {
         return st
     }
 
+    /// Follows symbolic links. The corresponding C function is `stat` (called as
+    /// `fstatat(AT_FDCWD, path, &st, 0)`, which is what glibc's `stat` does).
+    public static func statPath(_ path: String) throws(Errno) -> stat {
+        var st = Glibc.stat()
+        _ = try checked(Glibc.fstatat(AT_FDCWD, path, &st, 0))
+        return st
+    }
+
+    /// The absolute path of `path` with every symbolic link, `.` and `..` resolved.
+    /// The corresponding C function is `realpath`.
+    public static func realpath(_ path: String) throws(Errno) -> String {
+        guard let resolved = Glibc.realpath(path, nil) else { throw Errno.current }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// This process's id. The corresponding C function is `getpid`.
+    public static var processID: pid_t { Glibc.getpid() }
+
     /// The corresponding C function is `rename`.
     public static func rename(_ from: String, _ to: String) throws(Errno) {
         _ = try checked(Glibc.rename(from, to))

@@ -25,4 +25,39 @@ extension Sys {
         }
         return thread
     }
+
+    /// Waits for `thread` to end. The corresponding C function is `pthread_join`.
+    public static func joinThread(_ thread: pthread_t) {
+        _ = pthread_join(thread, nil)
+    }
+
+    /// Gives the CPU to another runnable thread. The corresponding C function is `sched_yield`.
+    public static func yieldThread() {
+        _ = sched_yield()
+    }
+
+    /// A counting semaphore between threads of this process.
+    ///
+    /// Synchronisation: `sem_t` is made for concurrent use from any thread; the class
+    /// only owns its storage.
+    public final class Semaphore: @unchecked Sendable {
+        private let sem = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+
+        /// The corresponding C function is `sem_init` (not shared between processes).
+        public init(value: UInt32 = 0) { sem_init(sem, 0, value) }
+
+        deinit {
+            sem_destroy(sem)
+            sem.deallocate()
+        }
+
+        /// The corresponding C function is `sem_post`.
+        public func post() { _ = sem_post(sem) }
+
+        /// Waits until the count is positive and takes one; EINTR is retried.
+        /// The corresponding C function is `sem_wait`.
+        public func wait() {
+            while sem_wait(sem) != 0 && errno == EINTR {}
+        }
+    }
 }

@@ -33,8 +33,8 @@ public enum Sandbox {
 
     static func checkSharedDirectory(_ path: String) throws(SandboxError) {
         guard path.hasPrefix("/") else { throw .sharedDirectoryNotAbsolute(path) }
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw .sharedDirectory(path, Errno.current) }
+        let st: stat
+        do { st = try Sys.statPath(path) } catch { throw .sharedDirectory(path, error) }
         guard st.st_mode & S_IFMT == S_IFDIR else { throw .sharedDirectoryNotADirectory(path) }
     }
 
@@ -133,7 +133,7 @@ public enum Sandbox {
     /// own id, so a helper forked beforehand, still outside with CAP_SETUID/CAP_SETGID,
     /// writes our maps (any ranges the host allows; setgroups stays usable).
     static func unshareWithMapsWrittenFromOutside(_ flags: Int32, uidMap: IDMap, gidMap: IDMap) throws(SandboxError) {
-        let target = getpid()
+        let target = Sys.processID
         let go: (read: Int32, write: Int32)
         do { go = try Sys.pipe() } catch { throw .fork(error) }
         let helper: pid_t

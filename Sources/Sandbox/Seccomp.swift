@@ -41,7 +41,7 @@ extension Sandbox {
     public static let seccompAllowList: [SyscallRule] = [
         // Memory: the allocator, thread stacks, and the guest memory regions.
         SyscallRule("brk", "malloc grows the heap"),
-        SyscallRule("mmap", "malloc, thread stacks, and mapping guest memory regions"),
+        SyscallRule("mmap", "malloc, thread stacks, mapping guest memory regions, and the SIGBUS guard mapping zero pages over guest memory whose file shrank"),
         SyscallRule("munmap", "free, thread exit, and unmapping guest memory on SET_MEM_TABLE"),
         SyscallRule("mprotect", "guard pages of new thread stacks"),
         SyscallRule("madvise", "malloc returns memory; thread stacks are released on exit"),
@@ -68,9 +68,9 @@ extension Sandbox {
         SyscallRule("restart_syscall", "the kernel resumes an interrupted sleep with it"),
 
         // Signals.
-        SyscallRule("rt_sigaction", "installing signal handlers"),
+        SyscallRule("rt_sigaction", "installing the SIGBUS guard over guest memory on the first memory table, and restoring the previous action for a SIGBUS elsewhere"),
         SyscallRule("rt_sigprocmask", "blocking signals in worker threads"),
-        SyscallRule("rt_sigreturn", "returning from a signal handler"),
+        SyscallRule("rt_sigreturn", "returning from a signal handler: the SIGBUS guard after it repaired a guest memory fault"),
         SyscallRule("sigaltstack", "the runtime's crash-handler stack for new threads"),
         SyscallRule("signalfd4", "waiting for SIGTERM/SIGINT in the event loop"),
 
@@ -102,22 +102,16 @@ extension Sandbox {
         SyscallRule("recvmsg", "vhost-user messages with file descriptors"),
         SyscallRule("sendmsg", "vhost-user replies"),
         SyscallRule("read", "messages, eventfd kicks"),
-        SyscallRule("write", "eventfd calls, log lines"),
+        SyscallRule("write", "eventfd calls, log lines, the SIGBUS guard reporting a fault on its eventfd"),
         SyscallRule("readv", "vectored reads"),
         SyscallRule("writev", "vectored writes (stdio)"),
         SyscallRule("close", "closing descriptors"),
         SyscallRule("dup", "duplicating descriptors"),
         SyscallRule("dup3", "duplicating descriptors"),
         SyscallRule("fcntl", "descriptor flags and POSIX/OFD locks"),
-        SyscallRule("eventfd2", "kick and call notifiers"),
-        SyscallRule("epoll_create1", "the queue threads' wait sets"),
-        SyscallRule("epoll_create", "the queue threads' wait sets (older C libraries)", .x86_64),
-        SyscallRule("epoll_ctl", "adding kick eventfds"),
-        SyscallRule("epoll_wait", "waiting for kicks", .x86_64),
-        SyscallRule("epoll_pwait", "waiting for kicks"),
-        SyscallRule("epoll_pwait2", "waiting for kicks with a timeout"),
-        SyscallRule("poll", "waiting on one descriptor", .x86_64),
-        SyscallRule("ppoll", "waiting on one descriptor"),
+        SyscallRule("eventfd2", "each queue thread's stop eventfd and the guest memory fault eventfd"),
+        SyscallRule("poll", "the message loop waits on the socket, the shutdown signalfd and the guest memory fault eventfd; queue threads on their kick and stop eventfds; /dev/fuse workers on their channel and stop eventfd", .x86_64),
+        SyscallRule("ppoll", "poll(3) as glibc implements it where there is no poll system call (aarch64)"),
         SyscallRule("ioctl", "isatty (TCGETS) from C stdio when a stream is first used; the /dev/fuse transport clones its channels (FUSE_DEV_IOC_CLONE) before the filter"),
 
         // The passthrough backend.

@@ -23,21 +23,23 @@ public struct BackendConfiguration: Sendable {
     public var queueCount: Int { 1 + numRequestQueues }
 }
 
-/// Feature bits the device offers.
+/// Feature bits the device offers (masks; bit numbers from linux/virtio_ring.h,
+/// linux/virtio_config.h and the vhost-user spec, through the C target).
 public enum VirtioFeatures {
-    public static let ringIndirectDescriptors: UInt64 = 1 << 28
-    public static let ringEventIndex: UInt64 = 1 << 29
-    public static let protocolFeatures: UInt64 = 1 << 30
-    public static let version1: UInt64 = 1 << 32
+    public static let ringIndirectDescriptors = CVFS_VIRTIO_RING_F_INDIRECT_DESC_MASK
+    public static let ringEventIndex = CVFS_VIRTIO_RING_F_EVENT_IDX_MASK
+    public static let protocolFeatures = CVFS_VHOST_USER_F_PROTOCOL_FEATURES_MASK
+    public static let version1 = CVFS_VIRTIO_F_VERSION_1_MASK
     public static let offered = version1 | ringIndirectDescriptors | ringEventIndex | protocolFeatures
 }
 
+/// vhost-user protocol features (masks of the bits declared once in the C target).
 public enum ProtocolFeatures {
-    public static let multiQueue: UInt64 = 1 << 0
-    public static let replyAck: UInt64 = 1 << 3
-    public static let backendRequests: UInt64 = 1 << 5
-    public static let resetDevice: UInt64 = 1 << 13
-    public static let configureMemorySlots: UInt64 = 1 << 15
+    public static let multiQueue = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_MQ)
+    public static let replyAck = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK)
+    public static let backendRequests = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_BACKEND_REQ)
+    public static let resetDevice = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_RESET_DEVICE)
+    public static let configureMemorySlots = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
     public static let offered = multiQueue | replyAck | backendRequests | resetDevice | configureMemorySlots
 }
 
@@ -73,6 +75,12 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     var backendRequestFD: Int32?
     /// Started with the first request queue when configured; stopped with the connection.
     var pool: WorkerPool?
+    /// An eventfd the SIGBUS guard counts repaired guest memory faults on (created by
+    /// `serve`); readable means a region's file shrank under us: the connection ends.
+    var faultFD: Int32 = -1
+    /// (st_dev, st_ino) of an eventfd: every eventfd shares the kernel's one anonymous
+    /// inode, so a kick/call/err fd must show the same pair.
+    var eventFDIdentity: (dev_t, ino_t)?
 
     public init(configuration: BackendConfiguration, handler: Handler, logger: Logger) {
         self.configuration = configuration
@@ -82,7 +90,10 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         queues = Array(repeating: QueueState(), count: configuration.queueCount)
     }
 
-    deinit { resetConnectionState() }
+    deinit {
+        resetConnectionState()
+        if faultFD >= 0 { Sys.close(faultFD) }
+    }
 
     /// Queues whose thread is running (for tests and logs).
     public var runningQueues: [Int] { queues.indices.filter { queues[$0].worker != nil } }
@@ -99,15 +110,30 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             resetConnectionState()
             Sys.close(connection)
         }
-        while true {
-            let (incoming, shutdown): (Int16, Int16)
+        if faultFD < 0 {
             do {
-                (incoming, shutdown) = try Sys.pollPair(connection, shutdownFD)
+                faultFD = try Sys.eventfd(flags: CVFS_EFD_CLOEXEC | CVFS_EFD_NONBLOCK)
+                let st = try Sys.fstat(faultFD)
+                eventFDIdentity = (st.st_dev, st.st_ino)
+            } catch {
+                throw .guardFailed(error)
+            }
+        }
+        while true {
+            let revents: [Int16]
+            do {
+                revents = try Sys.pollReadable([connection, shutdownFD, faultFD], timeoutMilliseconds: -1)
             } catch {
                 throw .socket(error)
             }
+            let (incoming, shutdown, fault) = (revents[0], revents[1], revents[2])
             if shutdown != 0 {
                 logger.info("shutdown requested; closing the frontend connection")
+                return
+            }
+            if fault != 0 {
+                let count = (try? Sys.eventfdDrain(faultFD)) ?? 0
+                logger.error("closing the frontend connection: \(VhostUserError.guestMemoryFault) (\(count) fault(s) repaired with zero pages)")
                 return
             }
             guard incoming != 0 else { continue }
@@ -173,7 +199,8 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             reply = MessageCodec.u64Payload(UInt64(VhostUserBackend.maxMemorySlots))
         case .setMemTable(let regions, let fds):
             defer { fds.forEach(Sys.close) }
-            let table = try GuestMemory(regions: regions, fds: fds)
+            let table = try GuestMemory(regions: regions, fds: fds, faultNotifyFD: faultFD)
+            logUnsealed(table)
             try replaceMemory(table)
         case .addMemReg(let region, let fd):
             defer { Sys.close(fd) }
@@ -181,7 +208,9 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             guard current.regionCount < VhostUserBackend.maxMemorySlots else {
                 throw .tooManyRegions(count: current.regionCount + 1, limit: VhostUserBackend.maxMemorySlots)
             }
-            try replaceMemory(try current.adding(region, fd: fd))
+            let table = try current.adding(region, fd: fd, faultNotifyFD: faultFD)
+            logUnsealed(table)
+            try replaceMemory(table)
         case .remMemReg(let region):
             guard let current = memory else { throw .noMemoryTable(request: message.code.name) }
             try replaceMemory(try current.removing(region))
@@ -211,6 +240,7 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             replace(&queues[q].kickFD, with: nil)
             reply = MessageCodec.vringStatePayload(queue: q, num: UInt32(queues[q].lastAvailable))
         case .setVringKick(let q, let fd):
+            try checkEventFD(fd, message, queue: q)
             stopQueue(q)
             // Never block a queue thread on a frontend's fd (eventfds from QEMU already are non-blocking).
             if let fd { try? Sys.setNonBlocking(fd) }
@@ -220,12 +250,14 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             if ackedFeatures & VirtioFeatures.protocolFeatures == 0 { queues[q].enabled = true }
             try startQueueIfReady(q)
         case .setVringCall(let q, let fd):
+            try checkEventFD(fd, message, queue: q)
             stopQueue(q)
             // A call fd that cannot take the write (a full pipe) loses that notification instead of hanging the queue.
             if let fd { try? Sys.setNonBlocking(fd) }
             replace(&queues[q].callFD, with: fd)
             try startQueueIfReady(q)
         case .setVringErr(let q, let fd):
+            try checkEventFD(fd, message, queue: q)
             replace(&queues[q].errFD, with: fd)
         case .setVringEnable(let q, let enabled):
             stopQueue(q)
@@ -259,6 +291,32 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             try MessageCodec.send(MessageCodec.encodeReply(message.code, payload: MessageCodec.u64Payload(0)),
                                   to: connection)
         }
+    }
+
+    /// A kick, call or err fd must be an eventfd: a regular file or a pipe would read
+    /// as always ready and spin the queue thread. On refusal the fd is closed.
+    private func checkEventFD(_ fd: Int32?, _ message: Message, queue: Int) throws(VhostUserError) {
+        guard let fd else { return }
+        let kind: String
+        do {
+            let st = try Sys.fstat(fd)
+            if st.st_mode & S_IFMT == 0, let identity = eventFDIdentity,
+               st.st_dev == identity.0, st.st_ino == identity.1 {
+                return
+            }
+            kind = fileKind(st.st_mode)
+        } catch {
+            kind = "unusable (\(error))"
+        }
+        Sys.close(fd)
+        throw .notAnEventFD(request: message.code.name, queue: queue, kind: kind)
+    }
+
+    /// Says once per table when the frontend could still shrink a region's file.
+    private func logUnsealed(_ table: GuestMemory) {
+        let unsealed = table.unsealedRegionCount
+        guard unsealed > 0 else { return }
+        logger.info("\(unsealed) of \(table.regionCount) guest memory regions are not sealed against shrinking (hugetlbfs or file-backed memory, or an unsealed memfd); a region that shrinks later closes the connection")
     }
 
     /// Swaps the memory table with every queue thread stopped, then restarts them

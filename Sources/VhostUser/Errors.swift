@@ -20,6 +20,9 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
     case badRegion(String)
     case regionNotFound(guestAddress: UInt64, size: UInt64)
     case mapFailed(Errno)
+    case guardFailed(Errno)
+    case notAnEventFD(request: String, queue: Int, kind: String)
+    case guestMemoryFault
     case noMemoryTable(request: String)
     // Local failures.
     case socket(Errno)
@@ -59,6 +62,12 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
             return "no memory region at guest address 0x\(String(gpa, radix: 16)) of size \(size) to remove"
         case .mapFailed(let e):
             return "cannot map a guest memory region: \(e)"
+        case .guardFailed(let e):
+            return "cannot guard a guest memory region against SIGBUS: \(e)"
+        case .notAnEventFD(let request, let queue, let kind):
+            return "\(request): queue \(queue): the file descriptor is \(kind), not an eventfd"
+        case .guestMemoryFault:
+            return "guest memory became inaccessible (the frontend shrank or truncated a memory region's file after sharing it)"
         case .noMemoryTable(let request):
             return "\(request) before any memory table"
         case .socket(let e):

@@ -48,7 +48,7 @@ public enum Listener {
         // Bind under a temporary name beside the final one and rename it into place
         // once listening, so a frontend that sees the socket file never gets
         // ECONNREFUSED. A path too long for the temporary name is bound directly.
-        let temporary = "\(path).\(getpid()).tmp"
+        let temporary = "\(path).\(Sys.processID).tmp"
         let bindPath: String
         let bindAddress: sockaddr_un
         if let t = try? Sys.unixAddress(temporary) {

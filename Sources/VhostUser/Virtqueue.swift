@@ -117,10 +117,10 @@ struct SplitQueue {
     /// Iovec storage for one chain: readable segments first, then writable ones.
     let storage: UnsafeMutableBufferPointer<iovec>
 
-    static let descriptorFlagNext: UInt16 = 1
-    static let descriptorFlagWrite: UInt16 = 2
-    static let descriptorFlagIndirect: UInt16 = 4
-    static let availableFlagNoInterrupt: UInt16 = 1
+    static let descriptorFlagNext = CVFS_VRING_DESC_F_NEXT
+    static let descriptorFlagWrite = CVFS_VRING_DESC_F_WRITE
+    static let descriptorFlagIndirect = CVFS_VRING_DESC_F_INDIRECT
+    static let availableFlagNoInterrupt = CVFS_VRING_AVAIL_F_NO_INTERRUPT
 
     init(size: Int, rings: RingPointers, memory: GuestMemory, eventIndex: Bool, indirect: Bool,
          lastAvailable: UInt16, nextUsed: UInt16, storage: UnsafeMutableBufferPointer<iovec>) {

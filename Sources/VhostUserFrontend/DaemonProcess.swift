@@ -21,15 +21,14 @@ public final class DaemonProcess {
         self.binary = binary
         self.socketPath = socketPath
         self.logPath = logPath
-        _ = unlink(socketPath)
+        try? Sys.unlink(socketPath)
         let arguments = ["--socket-path=\(socketPath)", "-o", "source=\(sharedDirectory)", "-o", "cache=auto"] + extraArguments
         pid = try attempt("start \(binary)") { () throws(Errno) in
             try Sys.spawnProcess(binary, arguments: arguments, outputPath: logPath)
         }
         // The socket file appears at bind(); waiting for it avoids stealing the one connection.
         let deadline = Sys.monotonicNanoseconds() + UInt64(startTimeoutMilliseconds) * 1_000_000
-        var st = stat()
-        while stat(socketPath, &st) != 0 || (st.st_mode & S_IFMT) != S_IFSOCK {
+        while (try? Sys.statPath(socketPath)).map({ $0.st_mode & S_IFMT == S_IFSOCK }) != true {
             if let status = try? Sys.waitProcess(pid, block: false) {
                 exit = ProcessExit(waitStatus: status)
                 throw .daemonFailed("\(binary) \(ProcessExit(waitStatus: status)) before listening: \(logTail())")
@@ -38,7 +37,7 @@ public final class DaemonProcess {
                 _ = stop()
                 throw .timedOut("\(binary) to create \(socketPath)")
             }
-            usleep(5_000)
+            Sys.sleep(nanoseconds: 5_000_000)
         }
     }
 
@@ -59,7 +58,7 @@ public final class DaemonProcess {
         let deadline = Sys.monotonicNanoseconds() + UInt64(timeoutMilliseconds) * 1_000_000
         while isRunning {
             if Sys.monotonicNanoseconds() > deadline { return nil }
-            usleep(5_000)
+            Sys.sleep(nanoseconds: 5_000_000)
         }
         return exit
     }
@@ -67,7 +66,7 @@ public final class DaemonProcess {
     /// Ends the daemon: waits briefly for a clean exit, then SIGTERM, then SIGKILL. Removes the socket.
     @discardableResult
     public func stop() -> ProcessExit? {
-        defer { _ = unlink(socketPath) }
+        defer { try? Sys.unlink(socketPath) }
         if let e = waitForExit(timeoutMilliseconds: 0) { return e }
         try? Sys.signalProcess(pid, SIGTERM)
         if let e = waitForExit(timeoutMilliseconds: 2000) { return e }
@@ -78,8 +77,7 @@ public final class DaemonProcess {
 
     /// The daemon's output so far.
     public func log() -> String {
-        let fd = open(logPath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
+        guard let fd = try? Sys.openat(AT_FDCWD, logPath, O_RDONLY | O_CLOEXEC) else { return "" }
         defer { Sys.close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)

@@ -229,7 +229,7 @@ public final class FuseClient {
         header.unique = nextUnique
         nextUnique &+= 1
         header.nodeid = node
-        header.pid = UInt32(bitPattern: getpid())
+        header.pid = UInt32(bitPattern: Sys.processID)
         withUnsafeBytes(of: header) { copyBytes($0, to: inp) }
 
         var chain = [Descriptor(s.input.prefix(40 + bodyLength), writable: false)]

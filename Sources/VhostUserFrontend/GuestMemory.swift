@@ -25,7 +25,8 @@ public struct GuestBuffer: @unchecked Sendable {
 }
 
 /// The simulated guest's RAM: one memfd region mapped into this process, guest
-/// physical base 0, handed to the backend with SET_MEM_TABLE. A bump allocator
+/// physical base 0, handed to the backend with SET_MEM_TABLE. Sealed against
+/// growing and shrinking by default, as QEMU's memory-backend-memfd does. A bump allocator
 /// hands out pieces; nothing is ever freed (a frontend lives for one test or run).
 ///
 /// Not thread-safe: one thread drives a frontend.
@@ -37,11 +38,20 @@ public final class GuestMemory {
     public let guestBase: UInt64 = 0
     private var next = 0
 
-    public init(size: Int) throws(FrontendError) {
+    /// Whether the memfd carries F_SEAL_SHRINK (and F_SEAL_GROW, F_SEAL_SEAL).
+    public let sealed: Bool
+
+    /// `sealed: false` leaves the memfd resizable, like `memory-backend-memfd,seal=off`
+    /// (tests use it to shrink memory under the backend).
+    public init(size: Int, sealed: Bool = true) throws(FrontendError) {
         guard size > 0, size % 4096 == 0 else { throw .noRoom("guest memory size \(size) is not a positive multiple of 4096") }
-        fd = try attempt("memfd_create") { () throws(Errno) in try Sys.memfdCreate("guest-ram") }
+        fd = try attempt("memfd_create") { () throws(Errno) in
+            try Sys.memfdCreate("guest-ram", flags: CVFS_MFD_CLOEXEC | (sealed ? CVFS_MFD_ALLOW_SEALING : 0))
+        }
+        self.sealed = sealed
         do {
             try Sys.ftruncate(fd, Int64(size))
+            if sealed { try Sys.addFileSeals(fd, CVFS_F_SEAL_SHRINK | CVFS_F_SEAL_GROW | CVFS_F_SEAL_SEAL) }
             base = try Sys.mmapShared(fd, length: size, offset: 0)
         } catch {
             Sys.close(fd)
@@ -57,6 +67,13 @@ public final class GuestMemory {
 
     /// This process's address of the region (the `userspace_addr` QEMU reports).
     public var userspaceAddress: UInt64 { UInt64(UInt(bitPattern: base)) }
+
+    /// Resizes the memfd behind the backend's back (a hostile or broken frontend).
+    /// Pages past the new end fault with SIGBUS for every process that maps them,
+    /// this one included: touch no guest memory afterwards.
+    public func resizeFile(to length: Int) throws(FrontendError) {
+        try attempt("ftruncate guest memory") { () throws(Errno) in try Sys.ftruncate(fd, Int64(length)) }
+    }
 
     /// Bytes not yet handed out.
     public var available: Int { size - next }

@@ -55,9 +55,9 @@ public struct UsedElement: Sendable, Equatable {
 ///
 /// Not thread-safe: one thread submits and reaps.
 public final class SplitQueue {
-    public static let flagNext: UInt16 = 1
-    public static let flagWrite: UInt16 = 2
-    public static let flagIndirect: UInt16 = 4
+    public static let flagNext = CVFS_VRING_DESC_F_NEXT
+    public static let flagWrite = CVFS_VRING_DESC_F_WRITE
+    public static let flagIndirect = CVFS_VRING_DESC_F_INDIRECT
     /// Entries per indirect table (one table is reserved per head).
     public static let maxIndirectEntries = 16
 
@@ -202,7 +202,7 @@ public final class SplitQueue {
             let availEvent = UInt16(littleEndian: used.pointer.loadUnaligned(fromByteOffset: 4 + 8 * Int(size), as: UInt16.self))
             needed = (availableIndex &- availEvent &- 1) < (availableIndex &- previous)
         } else {
-            needed = UInt16(littleEndian: used.pointer.loadUnaligned(as: UInt16.self)) & 1 == 0
+            needed = UInt16(littleEndian: used.pointer.loadUnaligned(as: UInt16.self)) & CVFS_VRING_USED_F_NO_NOTIFY == 0
         }
         if needed { kick() }
         availableIndexAtLastKick = availableIndex

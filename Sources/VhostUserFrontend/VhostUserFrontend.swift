@@ -23,6 +23,8 @@ public final class VhostUserFrontend {
         public var queueSize: UInt16 = 128
         /// How long to wait for any single reply.
         public var replyTimeoutMilliseconds: Int32 = 5000
+        /// Seal the guest memory memfd against resizing (QEMU's memory-backend-memfd default).
+        public var sealMemory = true
 
         public init() {}
     }
@@ -43,11 +45,17 @@ public final class VhostUserFrontend {
     public private(set) var ackedProtocolFeatures: UInt64 = 0
     /// The backend's GET_QUEUE_NUM answer (0 when MQ was not offered).
     public private(set) var backendQueueCount: UInt64 = 0
+    /// Messages sent so far on this connection.
+    public private(set) var messagesSent = 0
+    /// When set, the frontend dies after this many messages in all: the next send
+    /// closes the connection instead and throws `.disconnected` (tests of a frontend
+    /// that goes away at any step of the handshake).
+    public var disconnectAfterMessages: Int?
 
-    public static let featureVersion1: UInt64 = 1 << 32
-    public static let featureIndirectDescriptors: UInt64 = 1 << 28
-    public static let featureEventIndex: UInt64 = 1 << 29
-    public static let featureProtocolFeatures: UInt64 = 1 << 30
+    public static let featureVersion1 = CVFS_VIRTIO_F_VERSION_1_MASK
+    public static let featureIndirectDescriptors = CVFS_VIRTIO_RING_F_INDIRECT_DESC_MASK
+    public static let featureEventIndex = CVFS_VIRTIO_RING_F_EVENT_IDX_MASK
+    public static let featureProtocolFeatures = CVFS_VHOST_USER_F_PROTOCOL_FEATURES_MASK
 
     /// Connects to `socketPath` and maps `memorySize` bytes of guest memory.
     public init(socketPath: String, memorySize: Int = 256 << 20, requestQueues: Int = 1,
@@ -59,7 +67,7 @@ public final class VhostUserFrontend {
         self.socketPath = socketPath
         self.requestQueues = requestQueues
         self.options = options
-        self.memory = try GuestMemory(size: memorySize)
+        self.memory = try GuestMemory(size: memorySize, sealed: options.sealMemory)
         let fd = try attempt("socket") { () throws(Errno) in try Sys.unixStreamSocket() }
         do {
             try Sys.connect(fd, try Sys.unixAddress(socketPath))
@@ -92,13 +100,13 @@ public final class VhostUserFrontend {
         }
         if offeredFeatures & Self.featureProtocolFeatures != 0 {
             offeredProtocolFeatures = try requestU64(CVFS_VHOST_USER_GET_PROTOCOL_FEATURES)
-            var wanted: UInt64 = 1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_MQ.rawValue)
-            if options.replyAck { wanted |= 1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK.rawValue) }
+            var wanted: UInt64 = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_MQ)
+            if options.replyAck { wanted |= cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK) }
             // Decided before sending: the ack rule applies from the next message on.
             let settled = offeredProtocolFeatures & wanted
             try sendU64(CVFS_VHOST_USER_SET_PROTOCOL_FEATURES, settled)
             ackedProtocolFeatures = settled
-            if settled & (1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_MQ.rawValue)) != 0 {
+            if settled & (cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_MQ)) != 0 {
                 backendQueueCount = try requestU64(CVFS_VHOST_USER_GET_QUEUE_NUM)
                 guard backendQueueCount >= UInt64(requestQueues + 1) else {
                     throw .protocolViolation("backend supports \(backendQueueCount) queues, \(requestQueues + 1) needed")
@@ -142,6 +150,18 @@ public final class VhostUserFrontend {
         }
     }
 
+    /// Sends SET_VRING_KICK, SET_VRING_CALL or SET_VRING_ERR for queue `index` with
+    /// `fd` (any descriptor: hostile-frontend tests send files that are not eventfds).
+    public func sendVringDescriptor(_ request: cvfs_vhost_user_request, index: Int, fd: Int32) throws(FrontendError) {
+        try sendU64(request, UInt64(index), descriptors: [fd])
+    }
+
+    /// Sends SET_MEM_TABLE with this frontend's one region again (QEMU does so when
+    /// the guest's memory layout changes); running queues must survive it.
+    public func resendMemoryTable() throws(FrontendError) {
+        try sendMemoryTable()
+    }
+
     private func sendMemoryTable() throws(FrontendError) {
         var table = cvfs_vhost_user_memory()
         table.nregions = 1
@@ -159,7 +179,7 @@ public final class VhostUserFrontend {
     // MARK: - Messages
 
     private var replyAckNegotiated: Bool {
-        ackedProtocolFeatures & (1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK.rawValue)) != 0
+        ackedProtocolFeatures & (cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_REPLY_ACK)) != 0
     }
 
     /// Sends a request that expects no reply (or an ack when REPLY_ACK is on, which it then checks).
@@ -206,6 +226,21 @@ public final class VhostUserFrontend {
         return num
     }
 
+    /// Starts queue `index` again after `stopQueue` the way QEMU does when the guest
+    /// resumes it: SET_VRING_BASE with the ring position, then the same kick fd again,
+    /// then SET_VRING_ENABLE when protocol features were negotiated.
+    public func resumeQueue(_ index: Int, base: UInt32) throws(FrontendError) {
+        guard index >= 0, index < queues.count else { throw .noRoom("no queue \(index)") }
+        try sendVringState(CVFS_VHOST_USER_SET_VRING_BASE, index: index, num: base)
+        try sendU64(CVFS_VHOST_USER_SET_VRING_KICK, UInt64(index), descriptors: [queues[index].kickFD])
+        if ackedFeatures & Self.featureProtocolFeatures != 0 { try setVringEnabled(index, true) }
+    }
+
+    /// SET_VRING_ENABLE for queue `index`.
+    public func setVringEnabled(_ index: Int, _ enabled: Bool) throws(FrontendError) {
+        try sendVringState(CVFS_VHOST_USER_SET_VRING_ENABLE, index: index, num: enabled ? 1 : 0)
+    }
+
     /// Sends a GET_* request and returns its 64-bit answer.
     public func requestU64(_ request: cvfs_vhost_user_request) throws(FrontendError) -> UInt64 {
         try sendRaw(request: request.rawValue, flags: UInt32(CVFS_VHOST_USER_VERSION),
@@ -221,6 +256,11 @@ public final class VhostUserFrontend {
     public func sendRaw(request: UInt32, flags: UInt32, payload: UnsafeRawBufferPointer,
                         declaredSize: UInt32? = nil, descriptors: [Int32] = []) throws(FrontendError) {
         guard socket >= 0 else { throw .disconnected }
+        if let limit = disconnectAfterMessages, messagesSent >= limit {
+            close()
+            throw .disconnected
+        }
+        messagesSent += 1
         var message = [UInt8](repeating: 0, count: 12 + payload.count)
         message.withUnsafeMutableBytes { raw in
             raw.storeBytes(of: request.littleEndian, toByteOffset: 0, as: UInt32.self)

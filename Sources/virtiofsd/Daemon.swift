@@ -44,11 +44,10 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     guard let sharedDir = options.sharedDir, let endpoint = options.endpoint else {
         fail("a shared directory and a socket are required (see --help)")
     }
-    guard let realShared = realpath(sharedDir, nil) else {
-        fail("shared directory \(sharedDir): \(Errno.current)")
+    let sharedPath: String
+    do { sharedPath = try Sys.realpath(sharedDir) } catch {
+        fail("shared directory \(sharedDir): \(error)")
     }
-    let sharedPath = String(cString: realShared)
-    free(realShared)
 
     logger.info("swift virtiofsd \(daemonVersion)")
     logger.info("shared directory: \(sharedPath)\(options.tag.map { " (tag \($0))" } ?? "")")

@@ -18,8 +18,8 @@ func printOut(_ text: String) {
 }
 
 func isDirectory(_ path: String) -> Bool {
-    var st = stat()
-    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    guard let st = try? Sys.statPath(path) else { return false }
+    return st.st_mode & S_IFMT == S_IFDIR
 }
 
 /// The numeric id of a group named on the command line (a name or a number).

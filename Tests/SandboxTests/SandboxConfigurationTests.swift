@@ -117,11 +117,19 @@ final class SandboxConfigurationTests: XCTestCase {
     func testLegacyCallsAreOnlyInTheX86Table() {
         let arm = Set(Sandbox.seccompRules(syslog: false, architecture: .aarch64).map(\.name))
         let x86 = Set(Sandbox.seccompRules(syslog: false, architecture: .x86_64).map(\.name))
-        for name in ["open", "epoll_wait", "renameat", "poll", "getdents"] {
+        for name in ["open", "renameat", "poll", "getdents"] {
             XCTAssertFalse(arm.contains(name), name)
             XCTAssertTrue(x86.contains(name), name)
         }
-        XCTAssertTrue(arm.isSuperset(of: ["openat", "epoll_pwait", "renameat2", "ppoll", "getdents64"]))
+        XCTAssertTrue(arm.isSuperset(of: ["openat", "renameat2", "ppoll", "getdents64"]))
+    }
+
+    func testNoEpollCallIsAllowedSinceNothingWaitsWithEpoll() {
+        // Every wait is poll(2) on at most three descriptors; epoll is attack surface only.
+        let allowed = Set(Sandbox.seccompRules(syslog: true).map(\.name))
+        for name in ["epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2"] {
+            XCTAssertFalse(allowed.contains(name), name)
+        }
     }
 
     func testDangerousCallsAreNotAllowed() {

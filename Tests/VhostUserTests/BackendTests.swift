@@ -227,25 +227,23 @@ final class BackendTests: XCTestCase {
         serving.waitFinished()
     }
 
-    func testCallFDThatIsAFullBlockingPipeNeverBlocksTheQueueThread() throws {
+    func testCallFDThatIsAFullBlockingEventFDNeverBlocksTheQueueThread() throws {
         let guest = try FakeGuest()
         let ring = FakeRing(guest: guest, size: 16)
         let serving = try ServingBackend()
         let f = serving.frontend
         let kick = try Sys.eventfd()
-        // A buggy frontend's call fd: the write end of a pipe nobody reads, already full, blocking.
-        var ends: [Int32] = [-1, -1]
-        XCTAssertEqual(pipe(&ends), 0)
-        defer { Sys.close(kick); Sys.close(ends[0]); Sys.close(ends[1]) }
-        _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while chunk.withUnsafeMutableBytes({ write(ends[1], $0.baseAddress, $0.count) }) > 0 {}
-        _ = fcntl(ends[1], F_SETFL, 0)
+        // A buggy frontend's call fd: a blocking eventfd whose counter is at its maximum,
+        // so the next write(2) of 1 would wait for a reader that never comes.
+        let call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        var full: UInt64 = 0xffff_ffff_ffff_fffe
+        XCTAssertEqual(write(call, &full, 8), 8)
 
         negotiate(f, eventIndex: false)
         f.send(.setMemTable, needReply: true, payload: le(UInt32(1)) + le(UInt32(0)) + regionPayload(guest.region), fds: [guest.fd])
         XCTAssertEqual(f.receiveU64(.setMemTable), 0)
-        setUpQueue(f, 1, ring: ring, kick: kick, call: ends[1])
+        setUpQueue(f, 1, ring: ring, kick: kick, call: call)
         ring.setDescriptor(0, address: ring.dataArea, length: 64, flags: 2)
         ring.makeAvailable(0)
         try Sys.eventfdSignal(kick)
@@ -257,10 +255,108 @@ final class BackendTests: XCTestCase {
         if serving.finished.wait(timeout: .now() + 5) != .success {
             XCTFail("stopping the queue hung on the call fd")
             // Unblock the writer so the serving thread can finish.
-            _ = fcntl(ends[0], F_SETFL, O_NONBLOCK)
-            while chunk.withUnsafeMutableBytes({ read(ends[0], $0.baseAddress, $0.count) }) > 0 {}
+            var value: UInt64 = 0
+            _ = read(call, &value, 8)
             serving.waitFinished()
         }
+    }
+
+    func testPipeAsCallFDIsRefusedAndClosesTheConnection() throws {
+        let serving = try ServingBackend()
+        let f = serving.frontend
+        var ends: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&ends), 0)
+        defer { Sys.close(ends[0]); Sys.close(ends[1]) }
+        negotiate(f, eventIndex: false)
+        f.send(.setVringCall, needReply: true, payload: le(UInt64(1)), fds: [ends[1]])
+        XCTAssertEqual(f.receiveU64(.setVringCall), 1, "nacked")
+        serving.waitFinished()
+        XCTAssertEqual(serving.backend.runningQueues, [])
+    }
+
+    func testRegionAddedWithAddMemRegThenShrunkEndsTheConnectionInsteadOfTheProcess() throws {
+        let guest = try FakeGuest()  // an unsealed memfd
+        let ring = FakeRing(guest: guest, size: 16)
+        let serving = try ServingBackend()
+        let f = serving.frontend
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        negotiate(f, eventIndex: false)
+        f.send(.addMemReg, needReply: true, payload: le(UInt64(0)) + regionPayload(guest.region), fds: [guest.fd])
+        XCTAssertEqual(f.receiveU64(.addMemReg), 0)
+        setUpQueue(f, 1, ring: ring, kick: kick, call: call)
+        ring.setDescriptor(0, address: ring.dataArea, length: 64, flags: 2)
+        ring.makeAvailable(0)
+        try Sys.eventfdSignal(kick)
+        XCTAssertTrue(waitReadable(call), "the ring works before the shrink")
+        // From here this process must not touch the fake guest's pages either.
+        try Sys.ftruncate(guest.fd, 0)
+        try Sys.eventfdSignal(kick)
+        serving.waitFinished()
+        XCTAssertNoThrow(try serving.result.get(), "a frontend fault is not a local failure")
+        XCTAssertEqual(serving.backend.runningQueues, [])
+        XCTAssertNil(serving.backend.memory)
+    }
+
+    private func openDescriptorCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+
+    /// The descriptor count once it has held still for 100 ms: a serving thread of an
+    /// earlier test may still be dropping its last references (and closing fds).
+    private func settledDescriptorCount() -> Int {
+        var last = openDescriptorCount()
+        for _ in 0..<50 {
+            usleep(100_000)
+            let now = openDescriptorCount()
+            if now == last { return now }
+            last = now
+        }
+        return last
+    }
+
+    func testFrontendGoneWithQueuesRunningLeavesNoDescriptorOrMappingBehind() throws {
+        var before = 0
+        // Round -1 only warms up: the first use of the dispatch runtime opens descriptors
+        // of its own (epoll, eventfd, timerfd) that stay for the life of the process.
+        for step in -1..<4 {
+            if step == 0 { before = settledDescriptorCount() }
+            // Each round: the frontend disappears at a later point of the setup.
+            let guest = try FakeGuest()
+            let ring = FakeRing(guest: guest, size: 16)
+            let serving = try ServingBackend(configuration: {
+                var c = BackendConfiguration(numRequestQueues: 1, maxQueueSize: 256)
+                c.threadPoolSize = 2
+                return c
+            }())
+            let f = serving.frontend
+            let kick = try Sys.eventfd(), call = try Sys.eventfd()
+            negotiate(f, eventIndex: true)
+            if step >= 1 {
+                f.send(.setMemTable, needReply: true, payload: le(UInt32(1)) + le(UInt32(0)) + regionPayload(guest.region), fds: [guest.fd])
+                XCTAssertEqual(f.receiveU64(.setMemTable), 0)
+            }
+            if step >= 2 {
+                setUpQueue(f, 1, ring: ring, kick: kick, call: call)
+                XCTAssertEqual(serving.backend.runningQueues, [1])
+            }
+            if step >= 3 {
+                // Chains posted and kicked, the frontend gone before they are reaped.
+                for i in 0..<8 {
+                    ring.setDescriptor(i, address: ring.dataArea + UInt64(i) * 0x1000, length: 64, flags: 2)
+                    ring.makeAvailable(UInt16(i))
+                }
+                try Sys.eventfdSignal(kick)
+            }
+            shutdownWrite(f.socket)
+            serving.waitFinished()
+            XCTAssertNoThrow(try serving.result.get())
+            XCTAssertEqual(serving.backend.runningQueues, [], "step \(step)")
+            XCTAssertNil(serving.backend.memory, "step \(step): guest memory unmapped")
+            Sys.close(kick)
+            Sys.close(call)
+        }
+        XCTAssertEqual(settledDescriptorCount(), before, "every descriptor the backend received or made is closed")
     }
 
     private func shutdownWrite(_ fd: Int32) {

@@ -39,6 +39,13 @@ extern const int CVFS_CLONE_NEWUSER;
 extern const int CVFS_EFD_CLOEXEC;
 extern const int CVFS_EFD_NONBLOCK;
 extern const unsigned int CVFS_MFD_CLOEXEC;
+extern const unsigned int CVFS_MFD_ALLOW_SEALING;
+// File seals (fcntl F_ADD_SEALS / F_GET_SEALS on memfds and shmem files).
+extern const int CVFS_F_ADD_SEALS;
+extern const int CVFS_F_GET_SEALS;
+extern const int CVFS_F_SEAL_SEAL;
+extern const int CVFS_F_SEAL_SHRINK;
+extern const int CVFS_F_SEAL_GROW;
 extern const int CVFS_MAX_HANDLE_SZ;
 
 // ---- per-thread credentials ----

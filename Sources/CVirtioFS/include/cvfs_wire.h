@@ -34,6 +34,19 @@ static const uint64_t CVFS_FUSE_CREATE_SUPP_GROUP = FUSE_CREATE_SUPP_GROUP;
 static const uint64_t CVFS_FUSE_HAS_EXPIRE_ONLY = FUSE_HAS_EXPIRE_ONLY;
 static const uint64_t CVFS_FUSE_DIRECT_IO_ALLOW_MMAP = FUSE_DIRECT_IO_ALLOW_MMAP;
 
+// ---- split virtqueues: flags and feature bits from the kernel's headers ----
+// linux/virtio_ring.h and linux/virtio_config.h spell these as untyped macros
+// (bit numbers for features); export them with the types the rings and the
+// feature words use, features as masks.
+static const uint16_t CVFS_VRING_DESC_F_NEXT = VRING_DESC_F_NEXT;
+static const uint16_t CVFS_VRING_DESC_F_WRITE = VRING_DESC_F_WRITE;
+static const uint16_t CVFS_VRING_DESC_F_INDIRECT = VRING_DESC_F_INDIRECT;
+static const uint16_t CVFS_VRING_USED_F_NO_NOTIFY = VRING_USED_F_NO_NOTIFY;
+static const uint16_t CVFS_VRING_AVAIL_F_NO_INTERRUPT = VRING_AVAIL_F_NO_INTERRUPT;
+static const uint64_t CVFS_VIRTIO_RING_F_INDIRECT_DESC_MASK = 1ULL << VIRTIO_RING_F_INDIRECT_DESC;
+static const uint64_t CVFS_VIRTIO_RING_F_EVENT_IDX_MASK = 1ULL << VIRTIO_RING_F_EVENT_IDX;
+static const uint64_t CVFS_VIRTIO_F_VERSION_1_MASK = 1ULL << VIRTIO_F_VERSION_1;
+
 // ---- vhost-user ----
 
 #define CVFS_VHOST_USER_VERSION 0x1
@@ -89,7 +102,9 @@ enum cvfs_vhost_user_request {
     CVFS_VHOST_USER_GET_STATUS = 40,
 };
 
-// Protocol feature bits (GET/SET_PROTOCOL_FEATURES).
+// Protocol feature bits (GET/SET_PROTOCOL_FEATURES): bit numbers from the
+// "Protocol features" section of QEMU's docs/interop/vhost-user.rst (no kernel
+// header has them). Use them as masks through `cvfs_vhost_user_protocol_mask`.
 enum cvfs_vhost_user_protocol_feature {
     CVFS_VHOST_USER_PROTOCOL_F_MQ = 0,
     CVFS_VHOST_USER_PROTOCOL_F_LOG_SHMFD = 1,
@@ -110,8 +125,15 @@ enum cvfs_vhost_user_protocol_feature {
     CVFS_VHOST_USER_PROTOCOL_F_STATUS = 16,
 };
 
-// Virtio feature bit of the vhost-user transport itself.
+// Virtio feature bit of the vhost-user transport itself (vhost-user.rst:
+// "VHOST_USER_F_PROTOCOL_FEATURES"), and its mask.
 #define CVFS_VHOST_USER_F_PROTOCOL_FEATURES 30
+static const uint64_t CVFS_VHOST_USER_F_PROTOCOL_FEATURES_MASK = 1ULL << CVFS_VHOST_USER_F_PROTOCOL_FEATURES;
+
+// The mask of one protocol feature bit.
+static inline uint64_t cvfs_vhost_user_protocol_mask(enum cvfs_vhost_user_protocol_feature bit) {
+    return 1ULL << (unsigned)bit;
+}
 
 // Every message starts with this header; `size` bytes of payload follow.
 struct cvfs_vhost_user_header {
