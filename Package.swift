@@ -32,7 +32,8 @@ let package = Package(
         .target(name: "VhostUser", dependencies: ["CVirtioFS", "Posix"], swiftSettings: hotPath),
         .target(name: "FUSE", dependencies: ["CVirtioFS", "Posix"], swiftSettings: hotPath),
         .target(name: "XattrMap"),
-        .target(name: "Passthrough", dependencies: ["CVirtioFS", "Posix", "FUSE", "XattrMap"], swiftSettings: hotPath),
+        .target(name: "IDTranslation"),
+        .target(name: "Passthrough", dependencies: ["CVirtioFS", "Posix", "FUSE", "XattrMap", "IDTranslation"], swiftSettings: hotPath),
         .target(name: "Sandbox", dependencies: ["CVirtioFS", "Posix", "CSeccomp", "CCapNG"]),
         // The /dev/fuse transport: the same dispatcher, fed by a host FUSE mount.
         .target(name: "HostFUSE", dependencies: ["CVirtioFS", "Posix", "FUSE", "CFuse3"]),
@@ -44,7 +45,7 @@ let package = Package(
         .executableTarget(
             name: "virtiofsd",
             dependencies: ["CVirtioFS", "Posix", "VhostUser", "FUSE", "Passthrough",
-                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap"],
+                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap", "IDTranslation"],
             swiftSettings: hotPath,
             linkerSettings: [
                 // Release builds link the C++ runtime statically (with --static-swift-stdlib
@@ -70,7 +71,8 @@ let package = Package(
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CVirtioFS", "Posix"]),
         .testTarget(name: "HostFUSETests", dependencies: ["HostFUSE", "FUSE", "CVirtioFS", "Posix"]),
         .testTarget(name: "XattrMapTests", dependencies: ["XattrMap"]),
-        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS"]),
+        .testTarget(name: "IDTranslationTests", dependencies: ["IDTranslation"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS", "IDTranslation"]),
         // The passthrough backend behind the real dispatcher and a host /dev/fuse mount.
         .testTarget(name: "PassthroughKernelTests",
                     dependencies: ["Passthrough", "HostFUSE", "FUSE", "Posix", "CVirtioFS"]),

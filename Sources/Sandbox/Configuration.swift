@@ -58,9 +58,10 @@ public struct SandboxConfiguration: Sendable {
     /// nil: raise to the system maximum (fs.nr_open), capped at `Sandbox.defaultFileLimitCap`;
     /// 0: leave the limit as it is.
     public var rlimitNofile: UInt64?
-    /// Maps for the user namespace; nil means the current uid/gid mapped onto itself.
-    public var uidMap: IDMap?
-    public var gidMap: IDMap?
+    /// Ranges for the user namespace, in order; empty means the current uid (gid) mapped
+    /// onto itself. Checked by `checkIDMaps` before anything is written.
+    public var uidMap: [IDMap]
+    public var gidMap: [IDMap]
 
     public init(mode: SandboxMode = .namespace,
                 sharedDirectory: String,
@@ -69,8 +70,8 @@ public struct SandboxConfiguration: Sendable {
                 capabilityEdits: [CapabilityEdit] = [],
                 keepDacReadSearch: Bool = false,
                 rlimitNofile: UInt64? = nil,
-                uidMap: IDMap? = nil,
-                gidMap: IDMap? = nil) {
+                uidMap: [IDMap] = [],
+                gidMap: [IDMap] = []) {
         self.mode = mode
         self.sharedDirectory = sharedDirectory
         self.seccomp = seccomp
@@ -97,6 +98,60 @@ public struct SandboxResult: Sendable, Equatable {
         self.root = root
         self.procSelfFD = procSelfFD
     }
+}
+
+extension IDMap {
+    /// One past the last inside id (64-bit: a range may end at 2^32).
+    var insideEnd: UInt64 { UInt64(inside) + UInt64(count) }
+    /// One past the last outside id.
+    var outsideEnd: UInt64 { UInt64(outside) + UInt64(count) }
+
+    /// Whether host id `id` is one of the outside ids of this range.
+    func containsOutside(_ id: UInt32) -> Bool { UInt64(id) >= UInt64(outside) && UInt64(id) < outsideEnd }
+    /// Whether namespace id `id` is one of the inside ids of this range.
+    func containsInside(_ id: UInt32) -> Bool { UInt64(id) >= UInt64(inside) && UInt64(id) < insideEnd }
+}
+
+/// The most lines the kernel takes in one uid_map or gid_map (since Linux 4.15).
+public let maxIDMapRanges = 340
+
+/// Checks ranges for one map file the way the kernel will, so a bad map is a clear
+/// start-up error instead of an EINVAL from the write: at most `maxIDMapRanges` lines,
+/// and neither the inside nor the outside ranges may overlap. `kind` is "uid" or "gid".
+public func checkIDMaps(_ maps: [IDMap], kind: String) throws(SandboxError) {
+    guard maps.count <= maxIDMapRanges else {
+        throw .invalidIDMap("--\(kind)-map", "\(maps.count) ranges given; the kernel takes at most \(maxIDMapRanges)")
+    }
+    for (i, a) in maps.enumerated() {
+        guard a.count > 0 else { throw .invalidIDMap(a.description, "the count must be at least 1") }
+        for b in maps[..<i] {
+            if UInt64(a.inside) < b.insideEnd && UInt64(b.inside) < a.insideEnd {
+                throw .invalidIDMap(a.description, "its namespace ids overlap those of \(b.description)")
+            }
+            if UInt64(a.outside) < b.outsideEnd && UInt64(b.outside) < a.outsideEnd {
+                throw .invalidIDMap(a.description, "its host ids overlap those of \(b.description)")
+            }
+        }
+    }
+}
+
+/// The contents of a uid_map/gid_map file for `maps`: one line per range, written in a
+/// single write(2) as the kernel requires.
+public func idMapFileText(_ maps: [IDMap]) -> String {
+    maps.map(\.mapFileLine).joined()
+}
+
+/// Whether a process running as host id `own` may write `maps` itself from inside a new
+/// user namespace: only one range, of one id, whose host id is its own. Anything else
+/// needs a privileged writer (root, or the setuid newuidmap/newgidmap).
+public func isOwnIDOnly(_ maps: [IDMap], own: UInt32) -> Bool {
+    maps.count == 1 && maps[0].count == 1 && maps[0].outside == own
+}
+
+/// The namespace id that host id `host` appears as under `maps`; nil when unmapped.
+public func insideID(of host: UInt32, in maps: [IDMap]) -> UInt32? {
+    for m in maps where m.containsOutside(host) { return m.inside &+ (host &- m.outside) }
+    return nil
 }
 
 /// Parses a user-namespace id map given as ":inside:outside:count:".

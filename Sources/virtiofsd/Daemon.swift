@@ -39,8 +39,8 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         }
         capabilityEdits.append(edit)
     }
-    let uidMap = singleRange(options.uidMap, option: "--uid-map")
-    let gidMap = singleRange(options.gidMap, option: "--gid-map")
+    let uidMap = options.uidMap.map { IDMap(inside: $0.inside, outside: $0.outside, count: $0.count) }
+    let gidMap = options.gidMap.map { IDMap(inside: $0.inside, outside: $0.outside, count: $0.count) }
     guard let sharedDir = options.sharedDir, let endpoint = options.endpoint else {
         fail("a shared directory and a socket are required (see --help)")
     }
@@ -213,12 +213,6 @@ func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int3
     c.readonly = o.readOnly
     c.preserveNoatime = o.preserveNoatime
     return c
-}
-
-func singleRange(_ ranges: [IDMapRange], option: String) -> IDMap? {
-    guard let first = ranges.first else { return nil }
-    if ranges.count > 1 { fail("\(option): only one range is supported") }
-    return IDMap(inside: first.inside, outside: first.outside, count: first.count)
 }
 
 func logLevel(_ l: DaemonLogLevel) -> LogLevel {

@@ -4,6 +4,11 @@
 //   sandbox-probe --mode M --share DIR [--seccomp A] [--modcaps S] [--keep-dac]
 //                 [--as-uid N] [--uid-map S] [--gid-map S] [--nofile N] [--syslog]
 //                 [--open PATH]... [--thread] [--early-thread] [--forbidden] [--verbose]
+//                 [--switch-creds ID]
+//
+// --uid-map and --gid-map may be repeated. --switch-creds does what the daemon does
+// around a request of another user: this thread's groups, gid and uid to ID, then back
+// to what they were; reported as "switch ID: ok" or "switch ID: <step> <error>".
 //
 // Each --open is tried after the sandbox is up and reported as "open PATH: ok" or
 // "open PATH: <error>", before the ready line.
@@ -31,8 +36,9 @@ var seccomp = SeccompAction.kill
 var modcaps = ""
 var keepDac = false
 var asUID: UInt32?
-var uidMap: IDMap?
-var gidMap: IDMap?
+var uidMap: [IDMap] = []
+var gidMap: [IDMap] = []
+var switchTo: UInt32?
 var nofile: UInt64?
 var syslog = false
 var forbidden = false
@@ -55,8 +61,9 @@ while let arg = args.popFirst() {
         case "--modcaps": modcaps = value(arg)
         case "--keep-dac": keepDac = true
         case "--as-uid": guard let u = UInt32(value(arg)) else { fail(2, "bad uid") }; asUID = u
-        case "--uid-map": uidMap = try parseIDMap(value(arg))
-        case "--gid-map": gidMap = try parseIDMap(value(arg))
+        case "--uid-map": uidMap.append(try parseIDMap(value(arg)))
+        case "--gid-map": gidMap.append(try parseIDMap(value(arg)))
+        case "--switch-creds": guard let u = UInt32(value(arg)) else { fail(2, "bad id") }; switchTo = u
         case "--nofile": guard let n = UInt64(value(arg)) else { fail(2, "bad nofile") }; nofile = n
         case "--syslog": syslog = true
         case "--forbidden": forbidden = true
@@ -101,6 +108,8 @@ do throws(SandboxError) {
     let limit = try Sandbox.raiseFileLimit(config, logger: logger)
     let result = try Sandbox.enter(config, logger: logger)
     try Sandbox.dropCapabilities(config, logger: logger)
+    // Before the filter, as in the daemon, which reads its groups when it opens the share.
+    if let id = switchTo { say("switch \(id): \(switchCredentialsAndBack(id))") }
     try Sandbox.installSeccomp(config, logger: logger)
 
     // What this process sees from inside, read through the kept /proc/self/fd.
@@ -152,3 +161,17 @@ if forbidden {
 var byte: UInt8 = 0
 while read(0, &byte, 1) > 0 {}
 exit(0)
+
+/// The daemon's per-request identity change and its undoing, as in Passthrough's Credentials.
+func switchCredentialsAndBack(_ id: UInt32) -> String {
+    let uid = Sys.geteuid(), gid = Sys.getegid()
+    let groups = (try? Sys.getgroups()) ?? []
+    let keep = UInt32.max
+    do { try Sys.threadSetgroups([]) } catch { return "setgroups \(error)" }
+    do { try Sys.threadSetresgid(keep, id, keep) } catch { return "setresgid \(error)" }
+    do { try Sys.threadSetresuid(keep, id, keep) } catch { return "setresuid \(error)" }
+    do { try Sys.threadSetresuid(keep, uid, keep) } catch { return "restore uid \(error)" }
+    do { try Sys.threadSetresgid(keep, gid, keep) } catch { return "restore gid \(error)" }
+    do { try Sys.threadSetgroups(groups) } catch { return "restore groups \(error)" }
+    return "ok"
+}
