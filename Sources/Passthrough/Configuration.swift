@@ -1,3 +1,4 @@
+import IDTranslation
 import XattrMap
 
 /// How long the guest kernel may trust what it learnt, and whether it keeps file data cached.
@@ -55,6 +56,9 @@ public struct PassthroughConfiguration: Sendable {
     public var writeback: Bool = false
     public var xattr: Bool = false
     public var xattrMap: XattrMap? = nil
+    /// `--translate-uid` / `--translate-gid`: ids translated between guest and host;
+    /// nil (or rules that change nothing) leaves every id as it is.
+    public var idTranslation: IDTranslations? = nil
     public var posixACL: Bool = false
     public var securityLabel: Bool = false
     public var flock: Bool = false

@@ -113,9 +113,9 @@ extension PassthroughFileSystem {
 
     public func getattr(_ ctx: RequestContext, node: NodeID, handle: HandleID?) throws(Errno) -> AttributesReply {
         if let handle, let file = handles.withLock({ $0.files[handle] }) {
-            return AttributesReply(attributes: try Sys.fstat(file.fd), timeout: timeout)
+            return attributesReply(try Sys.fstat(file.fd))
         }
-        return AttributesReply(attributes: try stat(try inode(node)), timeout: timeout)
+        return attributesReply(try stat(try inode(node)))
     }
 
     public func setattr(_ ctx: RequestContext, node: NodeID, _ attributes: SetAttributes) throws(Errno) -> AttributesReply {
@@ -130,7 +130,7 @@ extension PassthroughFileSystem {
             if killPriv && ctx.uid != 0 {
                 // As chmod by a caller outside the file's group: setgid does not survive.
                 let st = try stat(data)
-                if st.st_gid != ctx.gid { mode &= ~S_ISGID }
+                if st.st_gid != callerHostGID(ctx.gid) { mode &= ~S_ISGID }
             }
             if let file {
                 try Sys.fchmod(file.fd, mode)
@@ -142,8 +142,8 @@ extension PassthroughFileSystem {
             }
         }
         if valid.contains(.uid) || valid.contains(.gid) {
-            let uid = valid.contains(.uid) ? attributes.uid : UInt32.max
-            let gid = valid.contains(.gid) ? attributes.gid : UInt32.max
+            let (uid, gid) = try hostOwner(uid: valid.contains(.uid) ? attributes.uid : UInt32.max,
+                                           gid: valid.contains(.gid) ? attributes.gid : UInt32.max)
             try data.withPathFD { (fd) throws(Errno) in
                 try Sys.fchownat(fd, "", uid, gid, flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
             }
@@ -181,8 +181,8 @@ extension PassthroughFileSystem {
                 }
             }
         }
-        if let file { return AttributesReply(attributes: try Sys.fstat(file.fd), timeout: timeout) }
-        return AttributesReply(attributes: try stat(data), timeout: timeout)
+        if let file { return attributesReply(try Sys.fstat(file.fd)) }
+        return attributesReply(try stat(data))
     }
 
     public func readlink(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {

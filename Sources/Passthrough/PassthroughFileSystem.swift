@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CVirtioFS
 import FUSE
+import IDTranslation
 import Posix
 import Synchronization
 import XattrMap
@@ -26,7 +27,9 @@ public final class PassthroughFileSystem: FileSystem {
     let fdBudget: Int
     /// RLIMIT_NOFILE as seen at start (or the configured stand-in, for tests).
     let descriptorLimit: Int
-    let credentials = Credentials()
+    let credentials: Credentials
+    /// Guest/host id translation; nil when there are no rules.
+    let idTranslation: IDTranslations?
     /// The INIT flags in force after negotiation.
     let negotiated = Atomic<UInt64>(0)
     let timeout: Timeout
@@ -44,6 +47,8 @@ public final class PassthroughFileSystem: FileSystem {
         self.configuration = configuration
         self.logger = logger
         self.xattrNames = xattrNames
+        idTranslation = configuration.idTranslation.flatMap { $0.isIdentity ? nil : $0 }
+        credentials = Credentials(translation: idTranslation)
         if let xattrNames,
            case .rename(let bytes) = Array("security.capability".utf8).withUnsafeBufferPointer({ xattrNames.mapClientName($0) }) {
             remappedCapabilityName = bytes.map { CChar(bitPattern: $0) } + [0]
@@ -181,7 +186,7 @@ public final class PassthroughFileSystem: FileSystem {
     }
 
     func makeEntry(_ id: NodeID, _ attributes: stat) -> Entry {
-        Entry(nodeID: id, generation: 0, attributes: attributes, attributesTimeout: timeout, entryTimeout: timeout)
+        Entry(nodeID: id, generation: 0, attributes: guestAttributes(attributes), attributesTimeout: timeout, entryTimeout: timeout)
     }
 
     /// Opens one component below `parent` as O_PATH without following symlinks.
@@ -373,7 +378,7 @@ public final class PassthroughFileSystem: FileSystem {
             var mode = st.st_mode & 0o7777
             let before = mode
             mode &= ~S_ISUID
-            if st.st_mode & S_IXGRP != 0 || st.st_gid != callerGID { mode &= ~S_ISGID }
+            if st.st_mode & S_IXGRP != 0 || st.st_gid != callerHostGID(callerGID) { mode &= ~S_ISGID }
             if mode != before { try? Sys.fchmod(fd, mode) }
         }
         killRemappedCapability(fd: fd)

@@ -96,8 +96,8 @@ public enum Sandbox {
                 try unshareWithMapsWrittenFromOutside(flags, uidMaps: uidMaps, gidMaps: gidMaps, writer: tools)
                 setgroupsAllowed = readSetgroupsAllowed()
             }
-            if getenv("NOFIX") == nil { try takeNamespaceIdentity(uid: uid, gid: gid, hostGroups: hostGroups, uidMaps: uidMaps, gidMaps: gidMaps,
-                                      setgroupsAllowed: setgroupsAllowed, logger: logger) }
+            try takeNamespaceIdentity(uid: uid, gid: gid, hostGroups: hostGroups, uidMaps: uidMaps, gidMaps: gidMaps,
+                                      setgroupsAllowed: setgroupsAllowed, logger: logger)
         }
 
         let pid: pid_t
