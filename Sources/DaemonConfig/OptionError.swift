@@ -1,3 +1,5 @@
+import Options
+
 /// A command line the daemon refuses: one line naming the option and what is wrong with it.
 /// The daemon prints `description` on stderr and exits with status 1.
 public struct OptionError: Error, Equatable, Sendable, CustomStringConvertible {

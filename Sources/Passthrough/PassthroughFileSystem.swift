@@ -5,6 +5,7 @@ import CVirtioFS
 import FUSE
 import Posix
 import Synchronization
+import Options
 import XattrMap
 
 /// Marks threads that have their own working directory (for path-based xattr calls).
@@ -61,7 +62,7 @@ public final class PassthroughFileSystem: FileSystem {
             // Keep a reserve for open files, directories and the transport.
             fdBudget = max(0, descriptorLimit - max(64, descriptorLimit / 4))
         }
-        timeout = Timeout(configuration.timeout ?? configuration.cache.defaultTimeout)
+        timeout = Timeout(configuration.effectiveTimeout)
         guard privateCWDKey != nil else { throw Errno.noMemory }
 
         let ownProcSelfFD = configuration.procSelfFD == nil
@@ -128,7 +129,7 @@ public final class PassthroughFileSystem: FileSystem {
     }
 
     func ensureWritable() throws(Errno) {
-        if configuration.readonly { throw Errno.readOnlyFileSystem }
+        if configuration.readOnly { throw Errno.readOnlyFileSystem }
     }
 
     /// Rejects names that are not exactly one host path component.

@@ -3,9 +3,7 @@ import Posix
 /// Why the sandbox could not be set up. Each case names the step that failed;
 /// `description` is the one line shown to the user and says what to do.
 public enum SandboxError: Error, Equatable, CustomStringConvertible {
-    case invalidCapabilityEdit(String)
     case unknownCapability(String)
-    case invalidIDMap(String, String)
     case sharedDirectory(String, Errno)
     case sharedDirectoryNotAbsolute(String)
     case sharedDirectoryNotADirectory(String)
@@ -31,12 +29,8 @@ public enum SandboxError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .invalidCapabilityEdit(let item):
-            return "modcaps: \"\(item)\" must be +name or -name, e.g. +sys_admin:-chown"
         case .unknownCapability(let name):
             return "modcaps: unknown capability \"\(name)\"; use names like chown, sys_admin (see capabilities(7))"
-        case .invalidIDMap(let text, let why):
-            return "invalid id map \"\(text)\": \(why)"
         case .sharedDirectory(let path, let e):
             return "shared directory \(path): \(e)"
         case .sharedDirectoryNotAbsolute(let path):

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 @testable import DaemonConfig
+import Options
+import XattrMap
 
 final class OptionErrorTests: XCTestCase {
     /// (arguments, the exact one-line message).
@@ -112,6 +114,14 @@ final class OptionErrorTests: XCTestCase {
             return XCTFail("expected an error")
         }
         XCTAssertEqual(e.option, "--cache")
+    }
+
+    func testBadXattrMapIsAnOptionErrorFromTheRuleParser() {
+        guard case .failure(let e) = parseCommandLine(base + ["--xattrmap=:ok:all::"]) else {
+            return XCTFail("expected an error")
+        }
+        XCTAssertEqual(e.option, "--xattrmap")
+        XCTAssertTrue(e.description.hasPrefix("invalid value ':ok:all::' for '--xattrmap': xattrmap rule 1"), e.description)
     }
 
     func testNotSupportedYetNamesTheOption() {

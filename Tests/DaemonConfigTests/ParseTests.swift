@@ -1,5 +1,7 @@
 import XCTest
 @testable import DaemonConfig
+import Options
+import XattrMap
 
 /// The smallest valid command line; each case adds to it.
 let base = ["--socket-path=/run/vfs.sock", "--shared-dir=/srv"]
@@ -32,7 +34,7 @@ final class LongOptionTests: XCTestCase {
         ("--socket-group", "kvm", { $0.socketGroup = "kvm" }),
         ("--thread-pool-size", "64", { $0.threadPoolSize = 64 }),
         ("--num-request-queues", "4", { $0.numRequestQueues = 4 }),
-        ("--xattrmap", ":map::user.virtiofs.:", { $0.xattrmap = ":map::user.virtiofs.:" }),
+        ("--xattrmap", ":map::user.virtiofs.:", { $0.xattrMap = try? XattrMap(rules: ":map::user.virtiofs.:") }),
         ("--sandbox", "chroot", { $0.sandbox = .chroot }),
         ("--sandbox", "none", { $0.sandbox = .none }),
         ("--sandbox", "namespace", { $0.sandbox = .namespace }),
@@ -58,8 +60,8 @@ final class LongOptionTests: XCTestCase {
         ("--log-level", "off", { $0.logLevel = .off }),
         ("--rlimit-nofile", "20000", { $0.rlimitNofile = 20000 }),
         ("--rlimit-nofile", "0", { $0.rlimitNofile = 0 }),
-        ("--uid-map", ":0:100000:65536:", { $0.uidMap = [IDMapRange(inside: 0, outside: 100000, count: 65536)] }),
-        ("--gid-map", ":0:100000:65536:", { $0.gidMap = [IDMapRange(inside: 0, outside: 100000, count: 65536)] }),
+        ("--uid-map", ":0:100000:65536:", { $0.uidMap = [IDMap(inside: 0, outside: 100000, count: 65536)] }),
+        ("--gid-map", ":0:100000:65536:", { $0.gidMap = [IDMap(inside: 0, outside: 100000, count: 65536)] }),
         ("--translate-uid", "map:0:1000:1", { $0.translateUID = ["map:0:1000:1"] }),
         ("--translate-gid", "squash-guest:0:1000:65536", { $0.translateGID = ["squash-guest:0:1000:65536"] }),
     ]
@@ -129,8 +131,8 @@ final class LongOptionTests: XCTestCase {
         let o = options(base + ["--uid-map=:0:1000:1:", "--uid-map=:1:2000:10:",
                                 "--cache=never", "--cache=always", "--shared-dir=/b",
                                 "--log-level=trace", "-d"])
-        XCTAssertEqual(o?.uidMap, [IDMapRange(inside: 0, outside: 1000, count: 1),
-                                   IDMapRange(inside: 1, outside: 2000, count: 10)])
+        XCTAssertEqual(o?.uidMap, [IDMap(inside: 0, outside: 1000, count: 1),
+                                   IDMap(inside: 1, outside: 2000, count: 10)])
         XCTAssertEqual(o?.cache, .always)
         XCTAssertEqual(o?.sharedDir, "/b")
         XCTAssertEqual(o?.logLevel, .debug)
@@ -153,7 +155,7 @@ final class LongOptionTests: XCTestCase {
         XCTAssertTrue(o.killprivV2)
         XCTAssertFalse(o.xattrEnabled)
         XCTAssertFalse(o.flock)
-        XCTAssertFalse(o.posixLock)
+        XCTAssertFalse(o.posixLocks)
         XCTAssertTrue(o.readdirplusEnabled)
         XCTAssertEqual(o.inodeFileHandles, .never)
         XCTAssertEqual(o.effectiveTimeout, 1)
@@ -172,8 +174,8 @@ final class QemuStyleTests: XCTestCase {
             ("cache=metadata", { $0.cache = .metadata }),
             ("flock", { $0.flock = true }),
             ("no_flock", { $0.flock = false }),
-            ("posix_lock", { $0.posixLock = true }),
-            ("no_posix_lock", { $0.posixLock = false }),
+            ("posix_lock", { $0.posixLocks = true }),
+            ("no_posix_lock", { $0.posixLocks = false }),
             ("log_level=err", { $0.logLevel = .error }),
             ("log_level=warn", { $0.logLevel = .warning }),
             ("log_level=info", { $0.logLevel = .info }),
@@ -200,7 +202,7 @@ final class QemuStyleTests: XCTestCase {
             ("posix_acl", { $0.posixACL = true }),
             ("no_posix_acl", { $0.posixACL = false }),
             ("xattrmap=:prefix:all::user.virtiofs.::bad:all:::", {
-                $0.xattrmap = ":prefix:all::user.virtiofs.::bad:all:::"
+                $0.xattrMap = try? XattrMap(rules: ":prefix:all::user.virtiofs.::bad:all:::")
             }),
             ("announce_submounts", { $0.announceSubmounts = true }),
             ("killpriv_v2", { $0.killprivV2 = true }),
@@ -239,8 +241,8 @@ final class QemuStyleTests: XCTestCase {
         let o = options(["--fd=3", "-o", "source=/a,,,xattr"])
         XCTAssertEqual(o?.sharedDir, "/a,")
         XCTAssertEqual(o?.xattr, true)
-        XCTAssertEqual(options(["--fd=3", "-o", "source=/srv,xattrmap=:map,,x::user.:"])?.xattrmap,
-                       ":map,x::user.:")
+        XCTAssertEqual(options(["--fd=3", "-o", "source=/srv,xattrmap=:prefix:all:a,,b:user.::ok:all:::"])?.xattrMap,
+                       try? XattrMap(rules: ":prefix:all:a,b:user.::ok:all:::"))
     }
 
     func testEmptyEntriesInAListAreIgnored() {
@@ -266,7 +268,7 @@ final class ReferenceCommandLineTests: XCTestCase {
         expected.sandbox = .chroot
         expected.xattr = true
         expected.flock = true
-        expected.posixLock = true
+        expected.posixLocks = true
         expected.threadPoolSize = 2
         XCTAssertEqual(options(args), expected)
     }
