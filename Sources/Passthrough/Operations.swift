@@ -15,11 +15,11 @@ extension PassthroughFileSystem {
         if configuration.posixLocks { wanted.insert(.posixLocks) }
         if configuration.flock { wanted.insert(.flockLocks) }
         if configuration.writeback { wanted.insert(.writebackCache) }
-        if configuration.readdirplus { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
+        if configuration.readdirplusEnabled { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
         if configuration.announceSubmounts { wanted.insert(.submounts) }
         if configuration.killprivV2 { wanted.insert(.handleKillprivV2) }
-        if configuration.xattr { wanted.insert(.setxattrExt) }
-        if configuration.posixACL && configuration.xattr { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
+        if configuration.xattrEnabled { wanted.insert(.setxattrExt) }
+        if configuration.posixACL && configuration.xattrEnabled { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
         if configuration.securityLabel { wanted.insert(.securityContext) }
         if configuration.cache != .never { wanted.insert(.cacheSymlinks) }
         if configuration.allowMmap { wanted.insert(.directIOAllowMmap) }
@@ -456,7 +456,7 @@ extension PassthroughFileSystem {
     public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) {
         let data = try inode(node)
         let wanted = Int32(bitPattern: mask) & (R_OK | W_OK | X_OK)
-        if wanted & W_OK != 0 && configuration.readonly { throw Errno.readOnlyFileSystem }
+        if wanted & W_OK != 0 && configuration.readOnly { throw Errno.readOnlyFileSystem }
         // The host kernel decides, with the caller's ids: mode bits, ACLs, read-only mounts.
         try data.withPathFD { (fd) throws(Errno) in
             try credentials.run(ctx, supplementaryGroup: nil) { () throws(Errno) in

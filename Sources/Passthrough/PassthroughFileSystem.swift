@@ -6,6 +6,7 @@ import FUSE
 import IDTranslation
 import Posix
 import Synchronization
+import Options
 import XattrMap
 
 /// Marks threads that have their own working directory (for path-based xattr calls).
@@ -66,7 +67,7 @@ public final class PassthroughFileSystem: FileSystem {
             // Keep a reserve for open files, directories and the transport.
             fdBudget = max(0, descriptorLimit - max(64, descriptorLimit / 4))
         }
-        timeout = Timeout(configuration.timeout ?? configuration.cache.defaultTimeout)
+        timeout = Timeout(configuration.effectiveTimeout)
         guard privateCWDKey != nil else { throw Errno.noMemory }
 
         let ownProcSelfFD = configuration.procSelfFD == nil
@@ -133,7 +134,7 @@ public final class PassthroughFileSystem: FileSystem {
     }
 
     func ensureWritable() throws(Errno) {
-        if configuration.readonly { throw Errno.readOnlyFileSystem }
+        if configuration.readOnly { throw Errno.readOnlyFileSystem }
     }
 
     /// Rejects names that are not exactly one host path component.

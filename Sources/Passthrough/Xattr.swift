@@ -27,7 +27,7 @@ extension PassthroughFileSystem {
     }
 
     public func setxattr(_ ctx: RequestContext, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: UInt32, extFlags: UInt32) throws(Errno) {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
         if name.bytes.contains(0) { throw Errno.invalidArgument }
         if let translated = try hostACLValue(name, value) {
@@ -67,7 +67,7 @@ extension PassthroughFileSystem {
     }
 
     public func getxattr(_ ctx: RequestContext, node: NodeID, name: FileName, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         if name.bytes.contains(0) { throw Errno.invalidArgument }
         let data = try inode(node)
         // A zero-sized buffer is a size query, as for the system call.
@@ -84,7 +84,7 @@ extension PassthroughFileSystem {
     }
 
     public func listxattr(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         let data = try inode(node)
         let target = (buffer?.count ?? 0) == 0 ? nil : buffer
         func list(_ into: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
@@ -134,7 +134,7 @@ extension PassthroughFileSystem {
     }
 
     public func removexattr(_ ctx: RequestContext, node: NodeID, name: FileName) throws(Errno) {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
         if name.bytes.contains(0) { throw Errno.invalidArgument }
         let data = try inode(node)

@@ -1,47 +1,4 @@
-/// How the serving process is isolated from the rest of the host.
-public enum SandboxMode: String, Sendable, CaseIterable {
-    /// New mount, pid and network namespaces (plus a user namespace when not root);
-    /// the shared directory becomes the root of the mount namespace.
-    case namespace
-    /// chroot(2) into the shared directory; needs root.
-    case chroot
-    /// No isolation: only for when an outer sandbox (container, VM) does the job.
-    case none
-}
-
-/// What the seccomp filter does with a system call that is not on the allow-list.
-public enum SeccompAction: String, Sendable, CaseIterable {
-    /// No filter at all.
-    case none
-    /// Kill the whole process (SIGSYS).
-    case kill
-    /// Let the call through and write an audit record: for finding missing entries.
-    case log
-    /// Send SIGSYS to the calling thread (debuggers can catch it).
-    case trap
-}
-
-/// One range of ids for a user namespace, written to /proc/self/{uid,gid}_map.
-public struct IDMap: Sendable, Equatable, CustomStringConvertible {
-    /// First id as seen inside the namespace.
-    public var inside: UInt32
-    /// First id on the host that `inside` stands for.
-    public var outside: UInt32
-    /// Number of consecutive ids mapped.
-    public var count: UInt32
-
-    public init(inside: UInt32, outside: UInt32, count: UInt32) {
-        self.inside = inside
-        self.outside = outside
-        self.count = count
-    }
-
-    /// The line the kernel expects in a uid_map/gid_map file.
-    public var mapFileLine: String { "\(inside) \(outside) \(count)\n" }
-
-    /// The command-line form, ":inside:outside:count:".
-    public var description: String { ":\(inside):\(outside):\(count):" }
-}
+import Options
 
 /// Everything the sandbox needs to know, filled in from the command line.
 public struct SandboxConfiguration: Sendable {
@@ -51,11 +8,12 @@ public struct SandboxConfiguration: Sendable {
     public var seccomp: SeccompAction
     /// syslog(3) talks to /dev/log with sendto/connect; only then are those allowed.
     public var syslog: Bool
-    /// `--modcaps` edits to the kept capability set.
-    public var capabilityEdits: [CapabilityEdit]
+    /// `--modcaps` edits to the kept capability set, in order; names are checked with
+    /// `Sandboxing.resolve` before the sandbox is entered.
+    public var capabilityEdits: [CapabilityChange]
     /// Keep CAP_DAC_READ_SEARCH: open_by_handle_at needs it when file handles are in use.
     public var keepDacReadSearch: Bool
-    /// nil: raise to the system maximum (fs.nr_open), capped at `Sandbox.defaultFileLimitCap`;
+    /// nil: raise to the system maximum (fs.nr_open), capped at `Sandboxing.defaultFileLimitCap`;
     /// 0: leave the limit as it is.
     public var rlimitNofile: UInt64?
     /// Ranges for the user namespace, in order; empty means the current uid (gid) mapped
@@ -67,7 +25,7 @@ public struct SandboxConfiguration: Sendable {
                 sharedDirectory: String,
                 seccomp: SeccompAction = .kill,
                 syslog: Bool = false,
-                capabilityEdits: [CapabilityEdit] = [],
+                capabilityEdits: [CapabilityChange] = [],
                 keepDacReadSearch: Bool = false,
                 rlimitNofile: UInt64? = nil,
                 uidMap: [IDMap] = [],
@@ -84,7 +42,7 @@ public struct SandboxConfiguration: Sendable {
     }
 }
 
-/// What the serving process needs after `Sandbox.enter`.
+/// What the serving process needs after `Sandboxing.enter`.
 public struct SandboxResult: Sendable, Equatable {
     /// The shared directory as this process now sees it: "/" after namespace or chroot,
     /// the original path in mode none.
@@ -152,39 +110,6 @@ public func isOwnIDOnly(_ maps: [IDMap], own: UInt32) -> Bool {
 public func insideID(of host: UInt32, in maps: [IDMap]) -> UInt32? {
     for m in maps where m.containsOutside(host) { return m.inside &+ (host &- m.outside) }
     return nil
-}
-
-/// Parses a user-namespace id map given as ":inside:outside:count:".
-public func parseIDMap(_ s: String) throws(SandboxError) -> IDMap {
-    let bytes = Array(s.utf8)
-    guard bytes.count >= 2, bytes.first == UInt8(ascii: ":"), bytes.last == UInt8(ascii: ":") else {
-        throw .invalidIDMap(s, "it must have the form :inside:outside:count:")
-    }
-    let fields = bytes.dropFirst().dropLast().split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
-    guard fields.count == 3 else {
-        throw .invalidIDMap(s, "it must have three numbers, :inside:outside:count:")
-    }
-    var numbers: [UInt32] = []
-    for field in fields {
-        guard let n = parseUInt32(field) else {
-            throw .invalidIDMap(s, "\"\(String(decoding: field, as: UTF8.self))\" is not a number from 0 to 4294967295")
-        }
-        numbers.append(n)
-    }
-    let map = IDMap(inside: numbers[0], outside: numbers[1], count: numbers[2])
-    guard map.count > 0 else { throw .invalidIDMap(s, "the count must be at least 1") }
-    // The last id of either range must still be a valid 32-bit id (2^32-1 means "no id").
-    let (insideEnd, o1) = map.inside.addingReportingOverflow(map.count - 1)
-    let (outsideEnd, o2) = map.outside.addingReportingOverflow(map.count - 1)
-    guard !o1, !o2, insideEnd != UInt32.max, outsideEnd != UInt32.max else {
-        throw .invalidIDMap(s, "the range runs past the largest id (4294967294)")
-    }
-    return map
-}
-
-private func parseUInt32(_ digits: ArraySlice<UInt8>) -> UInt32? {
-    guard digits.count <= 10, let value = decimalValue(digits) else { return nil }
-    return UInt32(exactly: value)
 }
 
 func isASCIIDigit(_ byte: UInt8) -> Bool {

@@ -2,12 +2,13 @@
 import Glibc
 #endif
 import CVirtioFS
+import Options
 import Posix
 import Synchronization
 
 /// Isolation of the serving process. `main` calls, in order and before any thread
 /// exists: `raiseFileLimit`, `enter`, `dropCapabilities`, `installSeccomp`.
-public enum Sandbox {
+public enum Sandboxing {
     /// The default open-file limit is the system maximum, but never more than this.
     public static let defaultFileLimitCap: UInt64 = 1_000_000
 

@@ -17,6 +17,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Options
 import Posix
 import Sandbox
 
@@ -53,7 +54,7 @@ var args = CommandLine.arguments.dropFirst()
     return v
 }
 while let arg = args.popFirst() {
-    do throws(SandboxError) {
+    do throws(IDMapError) {
         switch arg {
         case "--mode": guard let m = SandboxMode(rawValue: value(arg)) else { fail(2, "bad mode") }; mode = m
         case "--share": share = value(arg)
@@ -61,8 +62,8 @@ while let arg = args.popFirst() {
         case "--modcaps": modcaps = value(arg)
         case "--keep-dac": keepDac = true
         case "--as-uid": guard let u = UInt32(value(arg)) else { fail(2, "bad uid") }; asUID = u
-        case "--uid-map": uidMap.append(try parseIDMap(value(arg)))
-        case "--gid-map": gidMap.append(try parseIDMap(value(arg)))
+        case "--uid-map": uidMap.append(try IDMap(parsing: value(arg)))
+        case "--gid-map": gidMap.append(try IDMap(parsing: value(arg)))
         case "--switch-creds": guard let u = UInt32(value(arg)) else { fail(2, "bad id") }; switchTo = u
         case "--nofile": guard let n = UInt64(value(arg)) else { fail(2, "bad nofile") }; nofile = n
         case "--syslog": syslog = true
@@ -101,16 +102,17 @@ if earlyThread {
     guard pthread_create(&earlyTID, nil, earlyThreadBody, nil) == 0 else { fail(4, "pthread_create") }
 }
 do throws(SandboxError) {
-    let edits = try parseCapabilityEdits(modcaps)
+    guard let changes = CapabilityChange.parseList(modcaps) else { fail(2, "bad modcaps") }
+    let edits = try Sandboxing.resolve(changes).map(\.change)
     let config = SandboxConfiguration(mode: mode, sharedDirectory: share, seccomp: seccomp, syslog: syslog,
                                       capabilityEdits: edits, keepDacReadSearch: keepDac,
                                       rlimitNofile: nofile, uidMap: uidMap, gidMap: gidMap)
-    let limit = try Sandbox.raiseFileLimit(config, logger: logger)
-    let result = try Sandbox.enter(config, logger: logger)
-    try Sandbox.dropCapabilities(config, logger: logger)
+    let limit = try Sandboxing.raiseFileLimit(config, logger: logger)
+    let result = try Sandboxing.enter(config, logger: logger)
+    try Sandboxing.dropCapabilities(config, logger: logger)
     // Before the filter, as in the daemon, which reads its groups when it opens the share.
     if let id = switchTo { say("switch \(id): \(switchCredentialsAndBack(id))") }
-    try Sandbox.installSeccomp(config, logger: logger)
+    try Sandboxing.installSeccomp(config, logger: logger)
 
     // What this process sees from inside, read through the kept /proc/self/fd.
     var selfRoot = "?"
