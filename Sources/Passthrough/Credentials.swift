@@ -34,7 +34,9 @@ struct Credentials: Sendable {
             ctx.gid = gid
             if let group = guestGroup {
                 guard let hostGroup = translation.gid.toHost(group) else { throw Errno.permissionDenied }
-                supplementaryGroup = hostGroup
+                // Squashed onto the primary group it adds nothing, and leaving it out keeps
+                // a daemon that cannot call setgroups (a user namespace of its own id) working.
+                supplementaryGroup = hostGroup == gid ? nil : hostGroup
             }
         }
         if ctx.uid == daemonUID && ctx.gid == daemonGID && supplementaryGroup == nil {
