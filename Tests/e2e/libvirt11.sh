@@ -8,6 +8,8 @@
 # session user and the directory to the matching subordinate id.
 #
 #   Tests/e2e/libvirt11.sh --daemon BIN [--timeout SECONDS] [--keep]
+#   Tests/e2e/libvirt11.sh --tree-daemon PATH ...   a daemon inside the tree, e.g.
+#                                                   /usr/libexec/virtiofsd (Debian 13's Rust one)
 #
 # Needs root, but only to build the rig: libvirt 11 runs in a Debian 13 tree (built
 # once with debootstrap from the Debian mirror apt uses; LIBVIRT11_TREE overrides its
@@ -31,21 +33,24 @@ SESSION_UID=1000
 SUB_BASE=100000
 PACKAGES="libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 uidmap util-linux"
 
-DAEMON=""
-usage() { echo "usage: $0 --daemon BIN [--timeout SECONDS] [--keep]" >&2; exit 2; }
+DAEMON="" TREE_DAEMON=""
+usage() { echo "usage: $0 --daemon BIN | --tree-daemon PATH [--timeout SECONDS] [--keep]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --daemon) [ $# -ge 2 ] || usage; DAEMON=$2; shift 2 ;;
         --daemon=*) DAEMON=${1#*=}; shift ;;
+        --tree-daemon) [ $# -ge 2 ] || usage; TREE_DAEMON=$2; shift 2 ;;
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         *) usage ;;
     esac
 done
 die() { echo "libvirt11.sh: $*" >&2; exit 2; }
-[ -n "$DAEMON" ] || usage
-[ -x "$DAEMON" ] || die "daemon binary '$DAEMON' not found or not executable (build it first: make release)"
-DAEMON=$(realpath "$DAEMON")
+[ -n "$DAEMON" ] || [ -n "$TREE_DAEMON" ] || usage
+if [ -n "$DAEMON" ]; then
+    [ -x "$DAEMON" ] || die "daemon binary '$DAEMON' not found or not executable (build it first: make release)"
+    DAEMON=$(realpath "$DAEMON")
+fi
 [ "$(id -u)" = 0 ] || die "must run as root (to build and enter the Debian 13 rig)"
 [ -r "$KERNEL" ] || die "no guest kernel in /boot (install linux-image-amd64)"
 case "$TIMEOUT" in ''|*[!0-9]*) die "--timeout wants whole seconds" ;; esac
@@ -102,6 +107,7 @@ prepare_tree() {
     done
     mkdir -p "$TREE/home/$SESSION_USER"
     chown -R "$SESSION_UID:$SESSION_UID" "$TREE/home/$SESSION_USER"
+    [ -n "$DAEMON" ] || return 0
     local dir=$TREE/opt/swift-virtiofsd lib
     rm -rf "$dir"
     mkdir -p "$dir/lib"
@@ -145,7 +151,7 @@ domain_xml() { # NAME WORK(in-tree path) CMDLINE
   <devices>
     <filesystem type='mount' accessmode='passthrough'>
       <driver type='virtiofs'/>
-      <binary path='/opt/swift-virtiofsd/virtiofsd'/>
+      <binary path='$(xml "$BINARY")'/>
       <source dir='$work/share'/>
       <target dir='e2esession'/>
     </filesystem>
@@ -165,7 +171,15 @@ session_script() { # NAME WORK TIMEOUT
     cat <<EOF
 #!/bin/sh
 cd "$2"
-virsh -q -c qemu:///session create "$2/domain.xml" > "$2/virsh.out" 2>&1 || { echo CREATE_FAILED; exit 0; }
+keep_logs() {
+    cp "\$HOME/.cache/libvirt/qemu/log/$1.log" "$2/domain.log" 2>/dev/null
+    cp "\$HOME/.cache/libvirt/qemu/log/$1-fs0-virtiofsd.log" "$2/virtiofsd.log" 2>/dev/null
+}
+if ! virsh -q -c qemu:///session create "$2/domain.xml" > "$2/virsh.out" 2>&1; then
+    echo CREATE_FAILED
+    keep_logs
+    exit 0
+fi
 echo CREATED
 i=0
 while virsh -q -c qemu:///session domid "$1" >/dev/null 2>&1; do
@@ -174,8 +188,7 @@ while virsh -q -c qemu:///session domid "$1" >/dev/null 2>&1; do
     sleep 0.5
 done
 echo "ENDED \$((i / 2))"
-cp "\$HOME/.cache/libvirt/qemu/log/$1.log" "$2/domain.log" 2>/dev/null
-cp "\$HOME/.cache/libvirt/qemu/log/$1-fs0-virtiofsd.log" "$2/virtiofsd.log" 2>/dev/null
+keep_logs
 exit 0
 EOF
 }
@@ -209,6 +222,11 @@ run_in_rig() { # SCRIPT
 
 build_tree
 prepare_tree
+BINARY=/opt/swift-virtiofsd/virtiofsd
+if [ -n "$TREE_DAEMON" ]; then
+    [ -x "$TREE/$TREE_DAEMON" ] || die "no $TREE_DAEMON in $TREE"
+    BINARY=$TREE_DAEMON
+fi
 initrd=$("$E2E_DIR/build-initramfs.sh") || die "could not build the guest initramfs"
 rel=var/tmp/libvirt11-e2e.$$
 WORK=$TREE/$rel
