@@ -22,8 +22,8 @@ public enum TranslationRule: Sendable, Equatable, CustomStringConvertible {
     case squashGuest(guestBase: UInt32, host: UInt32, count: UInt32)
     /// `squash-host:HOST:GUEST:COUNT`: every host id in the range is shown as the one guest id.
     case squashHost(hostBase: UInt32, guest: UInt32, count: UInt32)
-    /// `forbid-guest:GUEST:COUNT`: the guest may not act as, create files owned by, or
-    /// give files, these ids (EPERM).
+    /// `forbid-guest:GUEST:COUNT`: these guest ids are refused (EPERM) where they would be
+    /// taken on (a caller creating a file) or given to a file (chown, ACL entries).
     case forbidGuest(guestBase: UInt32, count: UInt32)
     /// `map:GUEST:HOST:COUNT`: both `guest:GUEST:HOST:COUNT` and `host:HOST:GUEST:COUNT`.
     case map(guestBase: UInt32, hostBase: UInt32, count: UInt32)
