@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# End to end through libvirt 11 in session mode: an unprivileged user's libvirt
-# (Debian 13's) launches the daemon for a transient TCG domain and passes it two
-# user-namespace ranges per map, its own id and its subordinate ids, e.g.
-#   --uid-map=:0:1000:1: --uid-map=:1:100000:65536: (same for gids) --sandbox namespace
+# End to end through libvirt 11 (Debian 13's), two runs:
+#   session  an unprivileged user's libvirt launches the daemon for a transient TCG
+#            domain and passes it two user-namespace ranges per map, its own id and its
+#            subordinate ids: --uid-map=:0:1000:1: --uid-map=:1:100000:65536: (and gids)
+#   system   the root libvirtd launches it as root for a domain with <idmap> (0 to
+#            100000, 65536 ids): --uid-map=:0:100000:65536: (and gids)
 # The guest reads a file the host put in the share, writes a marker as root and
-# hands a directory to its user 1234; on the host the marker must belong to the
-# session user and the directory to the matching subordinate id.
+# hands a directory to its user 1234; on the host the marker must belong to the id the
+# guest's root is mapped to and the directory to the id 1234 is mapped to, and the
+# guest must power off (a daemon that dies under it leaves it hanging).
 #
-#   Tests/e2e/libvirt11.sh --daemon BIN [--timeout SECONDS] [--keep]
+#   Tests/e2e/libvirt11.sh --daemon BIN [--mode session|system|both] [--timeout SECONDS] [--keep]
 #   Tests/e2e/libvirt11.sh --tree-daemon PATH ...   a daemon inside the tree, e.g.
 #                                                   /usr/libexec/virtiofsd (Debian 13's Rust one)
 #
@@ -15,7 +18,8 @@
 # once with debootstrap from the Debian mirror apt uses; LIBVIRT11_TREE overrides its
 # place, and an existing minimal Debian 13 tree in DEBIAN13_TREE is copied instead of
 # bootstrapping), in its own mount and PID namespaces with a private /run, as the
-# tree's user "e2e" (uid 1000, subordinate ids 100000-165535). The tree is entered
+# tree's user "e2e" (uid 1000, subordinate ids 100000-165535) or as root with the
+# tree's virtlogd and libvirtd (QEMU as root, no cgroups or security driver). The tree is entered
 # with pivot_root, not chroot: the kernel refuses a new user namespace to a chrooted
 # process, and the unprivileged daemon needs one. The daemon binary runs inside with
 # its own copy of the libraries it was linked against that the tree lacks.
@@ -33,13 +37,16 @@ SESSION_UID=1000
 SUB_BASE=100000
 PACKAGES="libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 uidmap util-linux"
 
-DAEMON="" TREE_DAEMON=""
-usage() { echo "usage: $0 --daemon BIN | --tree-daemon PATH [--timeout SECONDS] [--keep]" >&2; exit 2; }
+DAEMON="" TREE_DAEMON="" MODES="session system"
+usage() { echo "usage: $0 --daemon BIN | --tree-daemon PATH [--mode session|system|both] [--timeout SECONDS] [--keep]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --daemon) [ $# -ge 2 ] || usage; DAEMON=$2; shift 2 ;;
         --daemon=*) DAEMON=${1#*=}; shift ;;
         --tree-daemon) [ $# -ge 2 ] || usage; TREE_DAEMON=$2; shift 2 ;;
+        --mode) [ $# -ge 2 ] || usage
+                case "$2" in session|system) MODES=$2 ;; both) MODES="session system" ;; *) usage ;; esac
+                shift 2 ;;
         --timeout) [ $# -ge 2 ] || usage; TIMEOUT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         *) usage ;;
@@ -107,6 +114,12 @@ prepare_tree() {
     done
     mkdir -p "$TREE/home/$SESSION_USER"
     chown -R "$SESSION_UID:$SESSION_UID" "$TREE/home/$SESSION_USER"
+    # The system instance runs QEMU as root, without cgroups or a security driver:
+    # the rig has neither a systemd nor AppArmor of its own.
+    if ! grep -q '^# rig settings' "$TREE/etc/libvirt/qemu.conf"; then
+        printf '%s\n' '# rig settings' 'user = "+0"' 'group = "+0"' 'security_driver = "none"' \
+            'cgroup_controllers = [ ]' >> "$TREE/etc/libvirt/qemu.conf"
+    fi
     [ -n "$DAEMON" ] || return 0
     local dir=$TREE/opt/swift-virtiofsd lib
     rm -rf "$dir"
@@ -130,8 +143,8 @@ EOF
 xml() { local s=$1; s=${s//&/&amp;}; s=${s//</&lt;}; s=${s//>/&gt;}; s=${s//\'/&apos;}; s=${s//\"/&quot;}; printf '%s' "$s"; }
 token() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
 
-domain_xml() { # NAME WORK(in-tree path) CMDLINE
-    local name=$1 work=$2 cmdline=$3
+domain_xml() { # NAME WORK(in-tree path) CMDLINE IDMAP_XML
+    local name=$1 work=$2 cmdline=$3 idmap=$4
     cat <<EOF
 <domain type='qemu'>
   <name>$(xml "$name")</name>
@@ -151,7 +164,7 @@ domain_xml() { # NAME WORK(in-tree path) CMDLINE
   <devices>
     <filesystem type='mount' accessmode='passthrough'>
       <driver type='virtiofs'/>
-      <binary path='$(xml "$BINARY")'/>
+      <binary path='$(xml "$BINARY")'/>$idmap
       <source dir='$work/share'/>
       <target dir='e2esession'/>
     </filesystem>
@@ -167,24 +180,32 @@ EOF
 
 # What the session user runs inside the rig: create the domain, wait for it to end,
 # keep libvirt's logs.
-session_script() { # NAME WORK TIMEOUT
+session_script() { # NAME WORK TIMEOUT MODE
+    local uri=qemu:///session logs='$HOME/.cache/libvirt/qemu/log' start=""
+    if [ "$4" = system ]; then
+        uri=qemu:///system logs=/var/log/libvirt/qemu
+        start='mkdir -p /run/libvirt /var/log/libvirt/qemu /var/lib/libvirt/qemu /var/cache/libvirt/qemu
+virtlogd -d && libvirtd -d || { echo LIBVIRTD_FAILED; exit 0; }
+i=0; while [ ! -S /run/libvirt/libvirt-sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done'
+    fi
     cat <<EOF
 #!/bin/sh
 cd "$2"
+$start
 keep_logs() {
-    cp "\$HOME/.cache/libvirt/qemu/log/$1.log" "$2/domain.log" 2>/dev/null
-    cp "\$HOME/.cache/libvirt/qemu/log/$1-fs0-virtiofsd.log" "$2/virtiofsd.log" 2>/dev/null
+    cp "$logs/$1.log" "$2/domain.log" 2>/dev/null
+    cp "$logs/$1-fs0-virtiofsd.log" "$2/virtiofsd.log" 2>/dev/null
 }
-if ! virsh -q -c qemu:///session create "$2/domain.xml" > "$2/virsh.out" 2>&1; then
+if ! virsh -q -c $uri create "$2/domain.xml" > "$2/virsh.out" 2>&1; then
     echo CREATE_FAILED
     keep_logs
     exit 0
 fi
 echo CREATED
 i=0
-while virsh -q -c qemu:///session domid "$1" >/dev/null 2>&1; do
+while virsh -q -c $uri domid "$1" >/dev/null 2>&1; do
     i=\$((i + 1))
-    if [ \$i -gt $(($3 * 2)) ]; then echo TIMED_OUT; virsh -q -c qemu:///session destroy "$1" >/dev/null 2>&1; break; fi
+    if [ \$i -gt $(($3 * 2)) ]; then echo TIMED_OUT; virsh -q -c $uri destroy "$1" >/dev/null 2>&1; break; fi
     sleep 0.5
 done
 echo "ENDED \$((i / 2))"
@@ -195,7 +216,7 @@ EOF
 
 # Enters the rig (new mount and PID namespaces, pivot_root into the tree, private
 # /run and /tmp) and runs SCRIPT (an in-tree path) as the session user.
-run_in_rig() { # SCRIPT
+run_in_rig() { # SCRIPT UID
     unshare --mount --pid --fork --propagation private /bin/sh -c '
         set -e
         t=$1 script=$2 uid=$3
@@ -213,9 +234,12 @@ run_in_rig() { # SCRIPT
         mkdir -p /run/user/$uid
         chown $uid:$uid /run/user/$uid
         chmod 0700 /run/user/$uid
+        if [ "$uid" = 0 ]; then
+            exec /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin:/usr/sbin:/sbin /bin/sh "$script"
+        fi
         exec setpriv --reuid=$uid --regid=$uid --init-groups /usr/bin/env -i HOME=/home/e2e USER=e2e LOGNAME=e2e \
             XDG_RUNTIME_DIR=/run/user/$uid PATH=/usr/bin:/bin:/usr/sbin:/sbin /bin/sh "$script"' \
-        sh "$TREE" "$1" "$SESSION_UID"
+        sh "$TREE" "$1" "$2"
 }
 
 # ------------------------------------------------------------ main
@@ -228,70 +252,100 @@ if [ -n "$TREE_DAEMON" ]; then
     BINARY=$TREE_DAEMON
 fi
 initrd=$("$E2E_DIR/build-initramfs.sh") || die "could not build the guest initramfs"
-rel=var/tmp/libvirt11-e2e.$$
-WORK=$TREE/$rel
-mkdir -p "$WORK/share"
+WORKS=()
 cleanup() {
-    if [ -z "$KEEP" ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
+    local w
+    for w in "${WORKS[@]}"; do
+        if [ -z "$KEEP" ]; then rm -rf "$w"; else echo "kept $w"; fi
+    done
 }
 trap cleanup EXIT
-cp "$KERNEL" "$WORK/vmlinuz" && cp "$initrd" "$WORK/initrd.gz" || die "cannot copy the guest kernel/initramfs"
-chmod 0644 "$WORK/vmlinuz" "$WORK/initrd.gz"
-host_token=$(token)
-guest_token=$(token)
-printf '%s\n' "$host_token" > "$WORK/share/from-host.txt"
-chmod 0644 "$WORK/share/from-host.txt"
-chown -R "$SESSION_UID:$SESSION_UID" "$WORK"
-name="swift-virtiofsd-session-$$"
-cmd="echo \"E2E GUEST_READ \$(cat from-host.txt)\"; echo $guest_token > marker.txt; mkdir user-dir; chown 1234:1234 user-dir; sync"
-cmdline="console=ttyS0 loglevel=3 panic=-1 e2e.tag=e2esession e2e.cmd=$(printf '%s' "$cmd" | base64 -w0)"
-domain_xml "$name" "/$rel" "$cmdline" > "$WORK/domain.xml"
-session_script "$name" "/$rel" "$TIMEOUT" > "$WORK/session.sh"
-chown "$SESSION_UID:$SESSION_UID" "$WORK/domain.xml" "$WORK/session.sh"
 
-note "libvirt $(chroot "$TREE" virsh --version 2>/dev/null || echo '?') in session mode as uid $SESSION_UID: virsh create ($name)"
-out=$(run_in_rig "/$rel/session.sh" 2>&1)
-echo "$out" | sed 's/^/  | /'
-if echo "$out" | grep -q '^CREATED'; then
-    pass "libvirt started the domain"
-else
-    fail "libvirt started the domain: $(tr '\n' ' ' < "$WORK/virsh.out" 2>/dev/null)"
-fi
-launched=$(awk '/Starting external device: virtiofsd/ { getline; line = $0 } END { print line }' "$WORK/domain.log" 2>/dev/null)
-note "libvirt launched: ${launched:-<nothing logged>}"
-if echo "$launched" | grep -q -- "--uid-map=:0:$SESSION_UID:1: --uid-map=:1:$SUB_BASE:65536:" ||
-   echo "$launched" | grep -q -- "--uid-map :0:$SESSION_UID:1: --uid-map :1:$SUB_BASE:65536:"; then
-    pass "libvirt passed the session user's id and subordinate range as two uid maps"
-else
-    fail "libvirt's daemon command line lacks the two uid ranges"
-fi
-if echo "$out" | grep -q '^ENDED' && ! echo "$out" | grep -q '^TIMED_OUT'; then
-    pass "guest powered off and the domain ended ($(echo "$out" | awk '/^ENDED/ {print $2}')s)"
-else
-    fail "domain did not end within ${TIMEOUT}s"
-fi
-console=$WORK/console.log
-if grep -q "^E2E MOUNTED e2esession" "$console" 2>/dev/null && grep -q '^E2E CMD_EXIT 0' "$console"; then
-    pass "guest mounted the share and ran its command"
-else
-    fail "guest did not mount the share or its command failed"
-fi
-grep -q "^E2E GUEST_READ $host_token" "$console" 2>/dev/null &&
-    pass "guest read the host's file" || fail "guest did not read the host's file"
-if [ "$(cat "$WORK/share/marker.txt" 2>/dev/null)" = "$guest_token" ] &&
-   [ "$(stat -c %u:%g "$WORK/share/marker.txt")" = "$SESSION_UID:$SESSION_UID" ]; then
-    pass "the guest root's file is on the host, owned by the session user"
-else
-    fail "marker: '$(cat "$WORK/share/marker.txt" 2>&1)' owner $(stat -c %u:%g "$WORK/share/marker.txt" 2>&1)"
-fi
-want=$((SUB_BASE + 1234 - 1))
-[ "$(stat -c %u:%g "$WORK/share/user-dir" 2>/dev/null)" = "$want:$want" ] &&
-    pass "guest user 1234's directory is host id $want (the subordinate range)" ||
-    fail "user-dir owner $(stat -c %u:%g "$WORK/share/user-dir" 2>&1), want $want:$want"
-if [ "$FAILED" != 0 ]; then
-    note "daemon log (last 20 lines)"; tail -n 20 "$WORK/virtiofsd.log" 2>/dev/null | sed 's/^/  | /'
-    note "domain log (last 10 lines)"; tail -n 10 "$WORK/domain.log" 2>/dev/null | sed 's/^/  | /'
-    note "guest console (last 15 lines)"; tail -n 15 "$console" 2>/dev/null | sed 's/^/  | /'
-fi
+# run_mode session|system: one domain; records pass/fail for each step.
+run_mode() {
+    local mode=$1 rel uid owner_root owner_1234 idmap="" maps name out launched console
+    rel=var/tmp/libvirt11-e2e.$$.$mode
+    local work=$TREE/$rel
+    WORKS+=("$work")
+    if [ "$mode" = session ]; then
+        uid=$SESSION_UID
+        owner_root=$SESSION_UID
+        owner_1234=$((SUB_BASE + 1234 - 1))
+        maps="--uid-map=:0:$SESSION_UID:1: --uid-map=:1:$SUB_BASE:65536:"
+    else
+        uid=0
+        owner_root=$SUB_BASE
+        owner_1234=$((SUB_BASE + 1234))
+        maps="--uid-map=:0:$SUB_BASE:65536: --gid-map=:0:$SUB_BASE:65536:"
+        idmap="
+      <idmap>
+        <uid start='0' target='$SUB_BASE' count='65536'/>
+        <gid start='0' target='$SUB_BASE' count='65536'/>
+      </idmap>"
+    fi
+    mkdir -p "$work/share"
+    cp "$KERNEL" "$work/vmlinuz" && cp "$initrd" "$work/initrd.gz" || die "cannot copy the guest kernel/initramfs"
+    chmod 0644 "$work/vmlinuz" "$work/initrd.gz"
+    local host_token guest_token cmd cmdline
+    host_token=$(token)
+    guest_token=$(token)
+    printf '%s\n' "$host_token" > "$work/share/from-host.txt"
+    chmod 0644 "$work/share/from-host.txt"
+    # The files belong to the user the domain runs for; the share to the id its root
+    # is mapped to (as libvirt's documentation asks for <idmap>).
+    chown -R "$uid:$uid" "$work"
+    chown -R "$owner_root:$owner_root" "$work/share"
+    name="swift-virtiofsd-$mode-$$"
+    cmd="echo \"E2E GUEST_READ \$(cat from-host.txt)\"; echo $guest_token > marker.txt; mkdir user-dir; chown 1234:1234 user-dir; sync"
+    cmdline="console=ttyS0 loglevel=3 panic=-1 e2e.tag=e2esession e2e.cmd=$(printf '%s' "$cmd" | base64 -w0)"
+    domain_xml "$name" "/$rel" "$cmdline" "$idmap" > "$work/domain.xml"
+    session_script "$name" "/$rel" "$TIMEOUT" "$mode" > "$work/session.sh"
+    chown "$uid:$uid" "$work/domain.xml" "$work/session.sh"
+
+    note "$mode: libvirt $(chroot "$TREE" virsh --version 2>/dev/null || echo '?') as uid $uid: virsh create ($name)"
+    out=$(run_in_rig "/$rel/session.sh" "$uid" 2>&1)
+    echo "$out" | sed 's/^/  | /'
+    if echo "$out" | grep -q '^CREATED'; then
+        pass "$mode: libvirt started the domain"
+    else
+        fail "$mode: libvirt started the domain: $(tr '\n' ' ' < "$work/virsh.out" 2>/dev/null)"
+    fi
+    launched=$(awk '/Starting external device: virtiofsd/ { getline; line = $0 } END { print line }' "$work/domain.log" 2>/dev/null)
+    note "$mode: libvirt launched: ${launched:-<nothing logged>}"
+    if echo "$launched" | grep -q -- "$maps"; then
+        pass "$mode: libvirt passed the maps ($maps)"
+    else
+        fail "$mode: libvirt's daemon command line lacks $maps"
+    fi
+    if echo "$out" | grep -q '^ENDED' && ! echo "$out" | grep -q '^TIMED_OUT'; then
+        pass "$mode: guest powered off and the domain ended ($(echo "$out" | awk '/^ENDED/ {print $2}')s)"
+    else
+        fail "$mode: domain did not end within ${TIMEOUT}s"
+    fi
+    console=$work/console.log
+    if grep -q "^E2E MOUNTED e2esession" "$console" 2>/dev/null && grep -q '^E2E CMD_EXIT 0' "$console"; then
+        pass "$mode: guest mounted the share and ran its command"
+    else
+        fail "$mode: guest did not mount the share or its command failed"
+    fi
+    grep -q "^E2E GUEST_READ $host_token" "$console" 2>/dev/null &&
+        pass "$mode: guest read the host's file" || fail "$mode: guest did not read the host's file"
+    if [ "$(cat "$work/share/marker.txt" 2>/dev/null)" = "$guest_token" ] &&
+       [ "$(stat -c %u:%g "$work/share/marker.txt")" = "$owner_root:$owner_root" ]; then
+        pass "$mode: the guest root's file is on the host, owned by $owner_root"
+    else
+        fail "$mode: marker: '$(cat "$work/share/marker.txt" 2>&1)' owner $(stat -c %u:%g "$work/share/marker.txt" 2>&1), want $owner_root"
+    fi
+    [ "$(stat -c %u:%g "$work/share/user-dir" 2>/dev/null)" = "$owner_1234:$owner_1234" ] &&
+        pass "$mode: guest user 1234's directory is host id $owner_1234" ||
+        fail "$mode: user-dir owner $(stat -c %u:%g "$work/share/user-dir" 2>&1), want $owner_1234:$owner_1234"
+    if [ "$FAILED" != 0 ]; then
+        note "$mode: daemon log (last 20 lines)"; tail -n 20 "$work/virtiofsd.log" 2>/dev/null | sed 's/^/  | /'
+        note "$mode: domain log (last 10 lines)"; tail -n 10 "$work/domain.log" 2>/dev/null | sed 's/^/  | /'
+        note "$mode: guest console (last 15 lines)"; tail -n 15 "$console" 2>/dev/null | sed 's/^/  | /'
+    fi
+}
+
+for mode in $MODES; do run_mode "$mode"; done
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
