@@ -125,3 +125,48 @@ final class SandboxConfigurationTests: XCTestCase {
         XCTAssertEqual(Sandboxing.readSystemFileMax(), UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines)))
     }
 }
+
+final class IDMapRangeTests: XCTestCase {
+    let own = IDMap(inside: 0, outside: 1500, count: 1)
+    let subordinate = IDMap(inside: 1, outside: 100000, count: 65536)
+
+    func testLibvirtSessionRangesAreAcceptedAndWrittenAsTwoLines() throws {
+        XCTAssertNoThrow(try checkIDMaps([own, subordinate], kind: "uid"))
+        XCTAssertEqual(idMapFileText([own, subordinate]), "0 1500 1\n1 100000 65536\n")
+    }
+
+    func testOverlappingRangesAreRefusedNamingBoth() {
+        let cases: [(IDMap, String)] = [
+            (IDMap(inside: 5, outside: 500000, count: 1), "its namespace ids overlap those of :1:100000:65536:"),
+            (IDMap(inside: 70000, outside: 165535, count: 1), "its host ids overlap those of :1:100000:65536:"),
+        ]
+        for (extra, why) in cases {
+            XCTAssertThrowsError(try checkIDMaps([own, subordinate, extra], kind: "uid")) { error in
+                XCTAssertEqual(error as? SandboxError, .invalidIDMap(extra.description, why))
+            }
+        }
+    }
+
+    func testMoreRangesThanTheKernelTakesAreRefused() {
+        let many = (0..<UInt32(maxIDMapRanges + 1)).map { IDMap(inside: $0, outside: 200000 + $0, count: 1) }
+        XCTAssertNoThrow(try checkIDMaps(Array(many.dropLast()), kind: "gid"))
+        XCTAssertThrowsError(try checkIDMaps(many, kind: "gid")) { error in
+            XCTAssertEqual(error as? SandboxError, .invalidIDMap("--gid-map", "341 ranges given; the kernel takes at most 340"))
+        }
+    }
+
+    func testOnlyASingleRangeOfOnesOwnIDMayBeWrittenWithoutHelp() {
+        XCTAssertTrue(isOwnIDOnly([own], own: 1500))
+        XCTAssertFalse(isOwnIDOnly([own], own: 1000))
+        XCTAssertFalse(isOwnIDOnly([own, subordinate], own: 1500))
+        XCTAssertFalse(isOwnIDOnly([IDMap(inside: 0, outside: 1500, count: 2)], own: 1500))
+    }
+
+    func testHostIDsAreFoundInTheirRange() {
+        XCTAssertEqual(insideID(of: 1500, in: [own, subordinate]), 0)
+        XCTAssertEqual(insideID(of: 100000, in: [own, subordinate]), 1)
+        XCTAssertEqual(insideID(of: 165535, in: [own, subordinate]), 65536)
+        XCTAssertNil(insideID(of: 0, in: [own, subordinate]), "root is not mapped: the daemon must take another identity")
+        XCTAssertNil(insideID(of: 165536, in: [own, subordinate]))
+    }
+}
