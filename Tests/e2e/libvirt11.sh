@@ -14,7 +14,7 @@
 #   Tests/e2e/libvirt11.sh --tree-daemon PATH ...   a daemon inside the tree, e.g.
 #                                                   /usr/libexec/virtiofsd (Debian 13's Rust one)
 #
-# Needs root, but only to build the rig: libvirt 11 runs in a Debian 13 tree (built
+# Needs root (to build and enter the rig): libvirt 11 runs in a Debian 13 tree (built
 # once with debootstrap from the Debian mirror apt uses; LIBVIRT11_TREE overrides its
 # place, and an existing minimal Debian 13 tree in DEBIAN13_TREE is copied instead of
 # bootstrapping), in its own mount and PID namespaces with a private /run, as the
