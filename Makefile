@@ -12,9 +12,10 @@ DEBUG_BIN   := $(BUILD_DIR)/debug/virtiofsd
 # Debian packages the build, the tests, the guest rig and the demo need.
 APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev fuse3 \
                 qemu-system-x86 qemu-utils linux-image-amd64 busybox-static \
-                attr acl cpio kmod gcc libc6-dev libstdc++-12-dev strace
+                attr acl cpio kmod gcc libc6-dev libstdc++-12-dev strace uidmap
 
 .PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
+        e2e-identity e2e-libvirt11 \
         bench demo install clean
 
 all: release
@@ -66,6 +67,16 @@ e2e-rootfs: release
 
 e2e-libvirt: release
 	Tests/e2e/libvirt.sh --daemon $(RELEASE_BIN)
+
+# User-namespace maps (root, and uid 1000 with subordinate ids) and id translation in a guest.
+e2e-identity: release
+	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --config idmap --config idmap-user --config translate
+
+# libvirt 11 (Debian 13) in session mode launching the daemon unprivileged with its
+# --uid-map/--gid-map ranges. Builds a Debian 13 tree from the package mirror on first
+# use, so it is not part of `make test`.
+e2e-libvirt11: release
+	Tests/e2e/libvirt11.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 
 bench: release
 	$(SWIFT) build -c release --product virtiofsd-bench

@@ -26,25 +26,29 @@ let package = Package(
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3",
                        providers: [.apt(["libfuse3-dev"])]),
 
+        // The option model: every option type and default, once. Pure.
+        .target(name: "Options", dependencies: ["XattrMap", "IDTranslation"]),
         // Errno, one thin wrapper per system call, and the logger.
-        .target(name: "Posix", dependencies: ["CVirtioFS"], swiftSettings: hotPath),
+        .target(name: "Posix", dependencies: ["CVirtioFS", "Options"], swiftSettings: hotPath),
 
         .target(name: "VhostUser", dependencies: ["CVirtioFS", "Posix"], swiftSettings: hotPath),
         .target(name: "FUSE", dependencies: ["CVirtioFS", "Posix"], swiftSettings: hotPath),
         .target(name: "XattrMap"),
-        .target(name: "Passthrough", dependencies: ["CVirtioFS", "Posix", "FUSE", "XattrMap"], swiftSettings: hotPath),
-        .target(name: "Sandbox", dependencies: ["CVirtioFS", "Posix", "CSeccomp", "CCapNG"]),
+        // --translate-uid/--translate-gid rules and tables; pure.
+        .target(name: "IDTranslation"),
+        .target(name: "Passthrough", dependencies: ["CVirtioFS", "Posix", "FUSE", "XattrMap", "Options", "IDTranslation"], swiftSettings: hotPath),
+        .target(name: "Sandbox", dependencies: ["CVirtioFS", "Posix", "CSeccomp", "CCapNG", "Options"]),
         // The /dev/fuse transport: the same dispatcher, fed by a host FUSE mount.
         .target(name: "HostFUSE", dependencies: ["CVirtioFS", "Posix", "FUSE", "CFuse3"]),
-        // The option model and both command-line syntaxes; pure.
-        .target(name: "DaemonConfig", dependencies: ["XattrMap"]),
+        // Both command-line syntaxes into the option model, and the usage text; pure.
+        .target(name: "DaemonConfig", dependencies: ["Options", "XattrMap", "IDTranslation"]),
         // A vhost-user frontend (what QEMU does) for tests and the load driver.
         .target(name: "VhostUserFrontend", dependencies: ["CVirtioFS", "Posix"]),
 
         .executableTarget(
             name: "virtiofsd",
             dependencies: ["CVirtioFS", "Posix", "VhostUser", "FUSE", "Passthrough",
-                           "Sandbox", "HostFUSE", "DaemonConfig", "XattrMap"],
+                           "Sandbox", "HostFUSE", "DaemonConfig", "Options"],
             swiftSettings: hotPath,
             linkerSettings: [
                 // Release builds link the C++ runtime statically (with --static-swift-stdlib
@@ -62,20 +66,22 @@ let package = Package(
             path: "Benchmarks/LoadDriver"),
         // Test support, not shipped: enters the sandbox in a fresh single-threaded
         // process so SandboxTests can inspect it from outside.
-        .executableTarget(name: "sandbox-probe", dependencies: ["Sandbox", "Posix"],
+        .executableTarget(name: "sandbox-probe", dependencies: ["Sandbox", "Posix", "Options"],
                           path: "Tests/SandboxProbe"),
 
-        .testTarget(name: "PosixTests", dependencies: ["Posix"]),
+        .testTarget(name: "OptionsTests", dependencies: ["Options", "XattrMap"]),
+        .testTarget(name: "PosixTests", dependencies: ["Posix", "Options"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVirtioFS", "Posix"]),
         .testTarget(name: "FUSETests", dependencies: ["FUSE", "CVirtioFS", "Posix"]),
         .testTarget(name: "HostFUSETests", dependencies: ["HostFUSE", "FUSE", "CVirtioFS", "Posix"]),
         .testTarget(name: "XattrMapTests", dependencies: ["XattrMap"]),
-        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS"]),
+        .testTarget(name: "IDTranslationTests", dependencies: ["IDTranslation"]),
+        .testTarget(name: "PassthroughTests", dependencies: ["Passthrough", "FUSE", "Posix", "CVirtioFS", "Options", "IDTranslation"]),
         // The passthrough backend behind the real dispatcher and a host /dev/fuse mount.
         .testTarget(name: "PassthroughKernelTests",
-                    dependencies: ["Passthrough", "HostFUSE", "FUSE", "Posix", "CVirtioFS"]),
-        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Posix"]),
-        .testTarget(name: "DaemonConfigTests", dependencies: ["DaemonConfig"]),
+                    dependencies: ["Passthrough", "HostFUSE", "FUSE", "Posix", "CVirtioFS", "Options"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Posix", "Options"]),
+        .testTarget(name: "DaemonConfigTests", dependencies: ["DaemonConfig", "Options", "XattrMap", "IDTranslation"]),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["VhostUserFrontend", "Posix", "CVirtioFS"]),
     ],

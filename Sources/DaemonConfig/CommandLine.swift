@@ -1,3 +1,7 @@
+import IDTranslation
+import Options
+import XattrMap
+
 /// What the daemon should do after reading its command line.
 public enum CommandLineOutcome: Sendable, Equatable {
     /// Serve with these options (already cross-checked).
@@ -90,7 +94,7 @@ let longOptions: [String: OptionKind] = [
     "xattr": .flag { $0.xattr = true },
     "posix-acl": .flag { $0.posixACL = true },
     "security-label": .flag { $0.securityLabel = true },
-    "xattrmap": .value { o, v in o.xattrmap = v; return nil },
+    "xattrmap": .value(setXattrMap),
 
     "announce-submounts": .flag { $0.announceSubmounts = true },
     "no-announce-submounts": .flag { $0.announceSubmounts = false },
@@ -99,9 +103,7 @@ let longOptions: [String: OptionKind] = [
     "inode-file-handles": .optionalValue(
         bare: { $0.inodeFileHandles = .prefer },
         value: { o, v in
-            // "fallback" is the older name of "prefer".
-            let table: [(String, InodeFileHandlesMode)] =
-                [("never", .never), ("prefer", .prefer), ("fallback", .prefer), ("mandatory", .mandatory)]
+            let table = InodeFileHandlesMode.spellings
             guard let mode = choose(v, table) else { return expectedOneOf(table) }
             o.inodeFileHandles = mode
             return nil
@@ -122,18 +124,10 @@ let longOptions: [String: OptionKind] = [
         o.rlimitNofile = n
         return nil
     },
-    "uid-map": .value { o, v in
-        guard let range = parseIDMapRange(v) else { return "expected :inside:outside:count:" }
-        o.uidMap.append(range)
-        return nil
-    },
-    "gid-map": .value { o, v in
-        guard let range = parseIDMapRange(v) else { return "expected :inside:outside:count:" }
-        o.gidMap.append(range)
-        return nil
-    },
-    "translate-uid": .value { o, v in o.translateUID.append(v); return nil },
-    "translate-gid": .value { o, v in o.translateGID.append(v); return nil },
+    "uid-map": .value(addUIDMap),
+    "gid-map": .value(addGIDMap),
+    "translate-uid": .value(addUIDTranslation),
+    "translate-gid": .value(addGIDTranslation),
 
     "log-level": .value(setLogLevel),
     "syslog": .flag { $0.syslog = true },
@@ -146,8 +140,8 @@ let subOptions: [String: OptionKind] = [
     "cache": .value(setCache),
     "flock": .flag { $0.flock = true },
     "no_flock": .flag { $0.flock = false },
-    "posix_lock": .flag { $0.posixLock = true },
-    "no_posix_lock": .flag { $0.posixLock = false },
+    "posix_lock": .flag { $0.posixLocks = true },
+    "no_posix_lock": .flag { $0.posixLocks = false },
     "log_level": .value(setLogLevel),
     "loglevel": .value(setLogLevel),
     "modcaps": .value(setModcaps),
@@ -167,7 +161,7 @@ let subOptions: [String: OptionKind] = [
     "no_xattr": .flag { $0.xattr = false },
     "posix_acl": .flag { $0.posixACL = true },
     "no_posix_acl": .flag { $0.posixACL = false },
-    "xattrmap": .value { o, v in o.xattrmap = v; return nil },
+    "xattrmap": .value(setXattrMap),
     "announce_submounts": .flag { $0.announceSubmounts = true },
     "killpriv_v2": .flag { $0.killprivV2 = true },
     "no_killpriv_v2": .flag { $0.killprivV2 = false },
@@ -175,15 +169,17 @@ let subOptions: [String: OptionKind] = [
     "no_allow_direct_io": .flag { $0.allowDirectIO = false },
     "security_label": .flag { $0.securityLabel = true },
     "no_security_label": .flag { $0.securityLabel = false },
+    // Not in QEMU's C daemon: the identity options in this syntax too, each may repeat.
+    "uid_map": .value(addUIDMap),
+    "gid_map": .value(addGIDMap),
+    "translate_uid": .value(addUIDTranslation),
+    "translate_gid": .value(addGIDTranslation),
 ]
 
 // MARK: - Value handlers shared by both syntaxes
 
 @Sendable func setCache(_ o: inout DaemonOptions, _ v: String) -> String? {
-    // "none" is the C daemon's name for "never".
-    let table: [(String, CacheMode)] =
-        [("auto", .auto), ("always", .always), ("metadata", .metadata), ("never", .never), ("none", .never)]
-    guard let mode = choose(v, table) else { return expectedOneOf(table) }
+    guard let mode = CacheMode(option: v) else { return expectedOneOf(CacheMode.spellings) }
     o.cache = mode
     return nil
 }
@@ -196,10 +192,7 @@ let subOptions: [String: OptionKind] = [
 }
 
 @Sendable func setLogLevel(_ o: inout DaemonOptions, _ v: String) -> String? {
-    // Both the C daemon's short names and the long ones.
-    let table: [(String, DaemonLogLevel)] =
-        [("off", .off), ("err", .error), ("error", .error), ("warn", .warning), ("info", .info),
-         ("debug", .debug), ("trace", .trace)]
+    let table = LogLevel.spellings
     guard let level = choose(v, table) else { return expectedOneOf(table) }
     o.logLevel = level
     return nil
@@ -212,8 +205,50 @@ let subOptions: [String: OptionKind] = [
     return nil
 }
 
+/// The rules are parsed here, so a bad map is an option error like any other.
+@Sendable func setXattrMap(_ o: inout DaemonOptions, _ v: String) -> String? {
+    do throws(XattrMapError) {
+        o.xattrMap = try XattrMap(rules: v)
+        return nil
+    } catch {
+        return error.description
+    }
+}
+
+@Sendable func addUIDMap(_ o: inout DaemonOptions, _ v: String) -> String? {
+    do throws(IDMapError) { o.uidMap.append(try IDMap(parsing: v)); return nil } catch { return error.reason }
+}
+
+@Sendable func addGIDMap(_ o: inout DaemonOptions, _ v: String) -> String? {
+    do throws(IDMapError) { o.gidMap.append(try IDMap(parsing: v)); return nil } catch { return error.reason }
+}
+
+@Sendable func addUIDTranslation(_ o: inout DaemonOptions, _ v: String) -> String? {
+    addTranslation(&o, v, uid: true)
+}
+
+@Sendable func addGIDTranslation(_ o: inout DaemonOptions, _ v: String) -> String? {
+    addTranslation(&o, v, uid: false)
+}
+
+/// Each rule is parsed, and the table rebuilt, as it comes: a malformed rule, or one that
+/// overlaps an earlier one, is an option error naming that rule.
+func addTranslation(_ o: inout DaemonOptions, _ v: String, uid: Bool) -> String? {
+    do throws(TranslationError) {
+        let rule = try TranslationRule(parsing: v)
+        let uidRules = uid ? o.translateUID + [rule] : o.translateUID
+        let gidRules = uid ? o.translateGID : o.translateGID + [rule]
+        o.idTranslation = IDTranslations(uid: try IDTranslation(rules: uidRules), gid: try IDTranslation(rules: gidRules))
+        o.translateUID = uidRules
+        o.translateGID = gidRules
+        return nil
+    } catch {
+        return error.description
+    }
+}
+
 @Sendable func setModcaps(_ o: inout DaemonOptions, _ v: String) -> String? {
-    guard let changes = parseCapabilityList(v) else {
+    guard let changes = CapabilityChange.parseList(v) else {
         return "expected a colon-separated list of +name or -name, e.g. +sys_admin:-chown"
     }
     o.modcaps = changes
@@ -248,34 +283,6 @@ func parseSeconds(_ text: String) -> Double? {
     }
     guard digits > 0, dots <= 1, let seconds = Double(text), seconds.isFinite else { return nil }
     return seconds
-}
-
-/// `+sys_admin:-chown`; names are lower-cased and lose a `cap_` prefix.
-func parseCapabilityList(_ text: String) -> [CapabilityChange]? {
-    var changes: [CapabilityChange] = []
-    for item in text.split(separator: ":", omittingEmptySubsequences: false) {
-        guard let sign = item.first, sign == "+" || sign == "-" else { return nil }
-        var name = item.dropFirst().lowercased()
-        if name.hasPrefix("cap_") { name.removeFirst(4) }
-        let valid = !name.isEmpty && name.utf8.allSatisfy {
-            ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F
-        }
-        guard valid else { return nil }
-        changes.append(CapabilityChange(add: sign == "+", name: name))
-    }
-    return changes
-}
-
-/// `:inside:outside:count:` with a non-zero count that does not run past 2^32.
-func parseIDMapRange(_ text: String) -> IDMapRange? {
-    let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-    guard parts.count == 5, parts[0].isEmpty, parts[4].isEmpty else { return nil }
-    guard let inside = parseNumber(String(parts[1]), max: UInt64(UInt32.max)),
-          let outside = parseNumber(String(parts[2]), max: UInt64(UInt32.max)),
-          let count = parseNumber(String(parts[3]), max: UInt64(UInt32.max)), count > 0,
-          inside + count <= UInt64(UInt32.max) + 1, outside + count <= UInt64(UInt32.max) + 1
-    else { return nil }
-    return IDMapRange(inside: UInt32(inside), outside: UInt32(outside), count: UInt32(count))
 }
 
 /// Splits a `-o` list at commas; two commas stand for one comma inside a value

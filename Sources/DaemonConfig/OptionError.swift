@@ -1,3 +1,5 @@
+import Options
+
 /// A command line the daemon refuses: one line naming the option and what is wrong with it.
 /// The daemon prints `description` on stderr and exits with status 1.
 public struct OptionError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -40,12 +42,6 @@ public struct OptionError: Error, Equatable, Sendable, CustomStringConvertible {
     static let missingSharedDir = OptionError(
         option: "--shared-dir",
         message: "no shared directory: give '--shared-dir=DIR' or '-o source=DIR'")
-
-    /// For the daemon: an option the parser accepted but the daemon cannot honour yet.
-    /// `name` is an entry of `DaemonOptions.notYetSupported`.
-    public static func notSupportedYet(_ name: String) -> OptionError {
-        OptionError(option: "--\(name)", message: "option '--\(name)' is not supported yet")
-    }
 }
 
 /// Checks that need the host, given as a closure so the parser stays pure:
@@ -58,9 +54,6 @@ public func validateEnvironment(_ o: DaemonOptions, directoryExists: (String) ->
     if let mountpoint = o.fuseMount, !directoryExists(mountpoint) {
         return OptionError(option: "--fuse-mount",
                            message: "mount point '\(mountpoint)' does not exist or is not a directory")
-    }
-    if let name = o.notYetSupportedInUse.first {
-        return .notSupportedYet(name)
     }
     return nil
 }

@@ -103,11 +103,23 @@ public let usageText = """
                                    e.g. +sys_admin:-chown
       --rlimit-nofile=N            RLIMIT_NOFILE to set; 0 leaves it unchanged
                                    (default: raised as far as allowed)
-      --uid-map=:IN:OUT:COUNT:     user namespace uid mapping (repeatable)
-      --gid-map=:IN:OUT:COUNT:     user namespace gid mapping (repeatable)
-      --translate-uid=MAP          uid translation (repeatable)
-      --translate-gid=MAP          gid translation (repeatable)
-                                   (these four are not supported yet)
+
+    Identity (each may repeat; see docs/identity.md):
+      --uid-map=:IN:HOST:COUNT:, -o uid_map=:IN:HOST:COUNT:
+      --gid-map=:IN:HOST:COUNT:, -o gid_map=:IN:HOST:COUNT:
+                                   a range of the sandbox's user namespace: COUNT
+                                   ids from IN stand for host ids from HOST
+                                   (unprivileged: newuidmap/newgidmap beyond
+                                   your own id)
+      --translate-uid=RULE, -o translate_uid=RULE
+      --translate-gid=RULE, -o translate_gid=RULE
+                                   translate ids between guest and host:
+                                   map:GUEST:HOST:COUNT      both ways
+                                   guest:GUEST:HOST:COUNT    guest to host
+                                   host:HOST:GUEST:COUNT     host to guest
+                                   squash-guest:GUEST:HOST:COUNT  range to one
+                                   squash-host:HOST:GUEST:COUNT   range to one
+                                   forbid-guest:GUEST:COUNT  refuse (EPERM)
 
     Logging:
       --log-level=LEVEL, -o log_level=LEVEL, -o loglevel=LEVEL

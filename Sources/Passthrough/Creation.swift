@@ -126,7 +126,9 @@ extension PassthroughFileSystem {
     /// owner could set them again anyway, anyone else must not keep them.
     func truncateClearsSetID(_ ctx: RequestContext, flagged: Bool, owner: uid_t) -> Bool {
         if isNegotiated(.handleKillprivV2) { return flagged }
-        return flagged || (ctx.uid != 0 && ctx.uid != owner)
+        // The caller is a guest id; so is the owner once translated (`--translate-uid`).
+        let guestOwner = idTranslation.map { $0.uid.toGuest(owner) } ?? owner
+        return flagged || (ctx.uid != 0 && ctx.uid != guestOwner)
     }
 
     /// After (or before) a truncate of `fd` by `ctx`: clears the bits when
@@ -146,7 +148,7 @@ extension PassthroughFileSystem {
         var kept = mode & 0o7777
         let before = kept
         kept &= ~S_ISUID
-        if mode & S_IXGRP != 0 || fileGID != callerGID { kept &= ~S_ISGID }
+        if mode & S_IXGRP != 0 || fileGID != callerHostGID(callerGID) { kept &= ~S_ISGID }
         if kept != before { try? Sys.fchmod(fd, kept) }
     }
 

@@ -15,11 +15,11 @@ extension PassthroughFileSystem {
         if configuration.posixLocks { wanted.insert(.posixLocks) }
         if configuration.flock { wanted.insert(.flockLocks) }
         if configuration.writeback { wanted.insert(.writebackCache) }
-        if configuration.readdirplus { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
+        if configuration.readdirplusEnabled { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
         if configuration.announceSubmounts { wanted.insert(.submounts) }
         if configuration.killprivV2 { wanted.insert(.handleKillprivV2) }
-        if configuration.xattr { wanted.insert(.setxattrExt) }
-        if configuration.posixACL && configuration.xattr { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
+        if configuration.xattrEnabled { wanted.insert(.setxattrExt) }
+        if configuration.posixACL && configuration.xattrEnabled { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
         if configuration.securityLabel { wanted.insert(.securityContext) }
         if configuration.cache != .never { wanted.insert(.cacheSymlinks) }
         if configuration.allowMmap { wanted.insert(.directIOAllowMmap) }
@@ -113,9 +113,9 @@ extension PassthroughFileSystem {
 
     public func getattr(_ ctx: RequestContext, node: NodeID, handle: HandleID?) throws(Errno) -> AttributesReply {
         if let handle, let file = handles.withLock({ $0.files[handle] }) {
-            return AttributesReply(attributes: try Sys.fstat(file.fd), timeout: timeout)
+            return attributesReply(try Sys.fstat(file.fd))
         }
-        return AttributesReply(attributes: try stat(try inode(node)), timeout: timeout)
+        return attributesReply(try stat(try inode(node)))
     }
 
     public func setattr(_ ctx: RequestContext, node: NodeID, _ attributes: SetAttributes) throws(Errno) -> AttributesReply {
@@ -130,7 +130,7 @@ extension PassthroughFileSystem {
             if killPriv && ctx.uid != 0 {
                 // As chmod by a caller outside the file's group: setgid does not survive.
                 let st = try stat(data)
-                if st.st_gid != ctx.gid { mode &= ~S_ISGID }
+                if st.st_gid != callerHostGID(ctx.gid) { mode &= ~S_ISGID }
             }
             if let file {
                 try Sys.fchmod(file.fd, mode)
@@ -142,8 +142,8 @@ extension PassthroughFileSystem {
             }
         }
         if valid.contains(.uid) || valid.contains(.gid) {
-            let uid = valid.contains(.uid) ? attributes.uid : UInt32.max
-            let gid = valid.contains(.gid) ? attributes.gid : UInt32.max
+            let (uid, gid) = try hostOwner(uid: valid.contains(.uid) ? attributes.uid : UInt32.max,
+                                           gid: valid.contains(.gid) ? attributes.gid : UInt32.max)
             try data.withPathFD { (fd) throws(Errno) in
                 try Sys.fchownat(fd, "", uid, gid, flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
             }
@@ -183,8 +183,8 @@ extension PassthroughFileSystem {
                 }
             }
         }
-        if let file { return AttributesReply(attributes: try Sys.fstat(file.fd), timeout: timeout) }
-        return AttributesReply(attributes: try stat(data), timeout: timeout)
+        if let file { return attributesReply(try Sys.fstat(file.fd)) }
+        return attributesReply(try stat(data))
     }
 
     public func readlink(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
@@ -387,7 +387,7 @@ extension PassthroughFileSystem {
     public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) {
         let data = try inode(node)
         let wanted = Int32(bitPattern: mask) & (R_OK | W_OK | X_OK)
-        if wanted & W_OK != 0 && configuration.readonly { throw Errno.readOnlyFileSystem }
+        if wanted & W_OK != 0 && configuration.readOnly { throw Errno.readOnlyFileSystem }
         // The host kernel decides, with the caller's ids: mode bits, ACLs, read-only mounts.
         try data.withPathFD { (fd) throws(Errno) in
             try credentials.run(ctx, supplementaryGroup: nil) { () throws(Errno) in

@@ -3,8 +3,10 @@ import Glibc
 #endif
 import CVirtioFS
 import FUSE
+import IDTranslation
 import Posix
 import Synchronization
+import Options
 import XattrMap
 
 /// Marks threads that have their own working directory (for path-based xattr calls).
@@ -26,7 +28,9 @@ public final class PassthroughFileSystem: FileSystem {
     let fdBudget: Int
     /// RLIMIT_NOFILE as seen at start (or the configured stand-in, for tests).
     let descriptorLimit: Int
-    let credentials = Credentials()
+    let credentials: Credentials
+    /// Guest/host id translation; nil when there are no rules.
+    let idTranslation: IDTranslations?
     /// The INIT flags in force after negotiation.
     let negotiated = Atomic<UInt64>(0)
     let timeout: Timeout
@@ -44,6 +48,8 @@ public final class PassthroughFileSystem: FileSystem {
         self.configuration = configuration
         self.logger = logger
         self.xattrNames = xattrNames
+        idTranslation = configuration.idTranslation.flatMap { $0.isIdentity ? nil : $0 }
+        credentials = Credentials(translation: idTranslation)
         if let xattrNames,
            case .rename(let bytes) = Array("security.capability".utf8).withUnsafeBufferPointer({ xattrNames.mapClientName($0) }) {
             remappedCapabilityName = bytes.map { CChar(bitPattern: $0) } + [0]
@@ -61,7 +67,7 @@ public final class PassthroughFileSystem: FileSystem {
             // Keep a reserve for open files, directories and the transport.
             fdBudget = max(0, descriptorLimit - max(64, descriptorLimit / 4))
         }
-        timeout = Timeout(configuration.timeout ?? configuration.cache.defaultTimeout)
+        timeout = Timeout(configuration.effectiveTimeout)
         guard privateCWDKey != nil else { throw Errno.noMemory }
 
         let ownProcSelfFD = configuration.procSelfFD == nil
@@ -128,7 +134,7 @@ public final class PassthroughFileSystem: FileSystem {
     }
 
     func ensureWritable() throws(Errno) {
-        if configuration.readonly { throw Errno.readOnlyFileSystem }
+        if configuration.readOnly { throw Errno.readOnlyFileSystem }
     }
 
     /// Rejects names that are not exactly one host path component.
@@ -181,7 +187,7 @@ public final class PassthroughFileSystem: FileSystem {
     }
 
     func makeEntry(_ id: NodeID, _ attributes: stat) -> Entry {
-        Entry(nodeID: id, generation: 0, attributes: attributes, attributesTimeout: timeout, entryTimeout: timeout)
+        Entry(nodeID: id, generation: 0, attributes: guestAttributes(attributes), attributesTimeout: timeout, entryTimeout: timeout)
     }
 
     /// Opens one component below `parent` as O_PATH without following symlinks.

@@ -27,9 +27,26 @@ extension PassthroughFileSystem {
     }
 
     public func setxattr(_ ctx: RequestContext, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: UInt32, extFlags: UInt32) throws(Errno) {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
         if name.bytes.contains(0) { throw Errno.invalidArgument }
+        if let translated = try hostACLValue(name, value) {
+            // withUnsafeBytes rethrows untyped errors; carry the Errno out by hand.
+            let failure = translated.withUnsafeBytes { (hostValue) -> Errno? in
+                do throws(Errno) {
+                    try setxattr(ctx, node: node, hostValue: hostValue, name: name, flags: flags, extFlags: extFlags)
+                    return nil
+                } catch { return error }
+            }
+            if let failure { throw failure }
+            return
+        }
+        try setxattr(ctx, node: node, hostValue: value, name: name, flags: flags, extFlags: extFlags)
+    }
+
+    /// SETXATTR once the value holds host ids.
+    func setxattr(_ ctx: RequestContext, node: NodeID, hostValue value: UnsafeRawBufferPointer, name: FileName,
+                  flags: UInt32, extFlags: UInt32) throws(Errno) {
         let data = try inode(node)
         let hostFlags = Int32(bitPattern: flags) & (CVFS_XATTR_CREATE | CVFS_XATTR_REPLACE)
         let isAccessACL = name.bytes.elementsEqual("system.posix_acl_access".utf8)
@@ -39,7 +56,7 @@ extension PassthroughFileSystem {
                 // Setting an access ACL may change the mode; a caller outside the group loses setgid.
                 if isAccessACL && extFlags & UInt32(FUSE_SETXATTR_ACL_KILL_SGID) != 0 {
                     let st = try Sys.fstat(fd)
-                    if st.st_mode & S_ISGID != 0 && ctx.uid != 0 && st.st_gid != ctx.gid {
+                    if st.st_mode & S_ISGID != 0 && ctx.uid != 0 && st.st_gid != callerHostGID(ctx.gid) {
                         try Sys.fchmod(fd, st.st_mode & 0o7777 & ~S_ISGID)
                     }
                 }
@@ -50,22 +67,24 @@ extension PassthroughFileSystem {
     }
 
     public func getxattr(_ ctx: RequestContext, node: NodeID, name: FileName, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         if name.bytes.contains(0) { throw Errno.invalidArgument }
         let data = try inode(node)
         // A zero-sized buffer is a size query, as for the system call.
         let target = (buffer?.count ?? 0) == 0 ? nil : buffer
-        return try hostXattrName(name, reading: true) { (hostName) throws(Errno) -> Int in
+        let size = try hostXattrName(name, reading: true) { (hostName) throws(Errno) -> Int in
             try withXattrTarget(data, fd: { (fd) throws(Errno) -> Int in
                 try Sys.fgetxattr(fd, hostName, target)
             }, path: { (path) throws(Errno) -> Int in
                 try Sys.getxattr(path, hostName, target)
             })
         }
+        if let target { guestACLValue(name, UnsafeMutableRawBufferPointer(rebasing: target.prefix(size))) }
+        return size
     }
 
     public func listxattr(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         let data = try inode(node)
         let target = (buffer?.count ?? 0) == 0 ? nil : buffer
         func list(_ into: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
@@ -115,7 +134,7 @@ extension PassthroughFileSystem {
     }
 
     public func removexattr(_ ctx: RequestContext, node: NodeID, name: FileName) throws(Errno) {
-        guard configuration.xattr else { throw Errno.noSys }
+        guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
         if name.bytes.contains(0) { throw Errno.invalidArgument }
         let data = try inode(node)

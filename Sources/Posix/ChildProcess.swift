@@ -24,6 +24,18 @@ extension Sys {
         return pid
     }
 
+    /// Starts `path` with `arguments` (argv[1...]) sharing this process's stdin, stdout
+    /// and stderr, so a helper tool's own error messages reach the user. Returns the pid.
+    /// The corresponding C function is `posix_spawn`.
+    public static func spawnInheritingOutput(_ path: String, arguments: [String]) throws(Errno) -> pid_t {
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, path, nil, nil, argv, environ)
+        if result != 0 { throw Errno(result) }
+        return pid
+    }
+
     /// Reaps `pid` if it has exited; nil while it still runs (`WNOHANG` when `block` is false).
     /// Returns the raw wait status. Goes through `waitpid(_:options:)`.
     public static func waitProcess(_ pid: pid_t, block: Bool) throws(Errno) -> Int32? {

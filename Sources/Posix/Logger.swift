@@ -1,30 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Options
 import Synchronization
 
-/// Severity, most severe first.
-public enum LogLevel: Int32, Sendable, Comparable, CaseIterable {
-    case off = -1
-    case error = 0
-    case warning = 1
-    case info = 2
-    case debug = 3
-    case trace = 4
-
-    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
-
-    var label: String {
-        switch self {
-        case .off: return "off"
-        case .error: return "error"
-        case .warning: return "warning"
-        case .info: return "info"
-        case .debug: return "debug"
-        case .trace: return "trace"
-        }
-    }
-
+extension LogLevel {
     var syslogPriority: Int32 {
         switch self {
         case .off, .error: return LOG_ERR

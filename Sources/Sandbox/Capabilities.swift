@@ -1,56 +1,35 @@
 import CCapNG
+import Options
 import Posix
 
-/// One `--modcaps` edit: add a capability to the kept set or drop one from it.
+/// A `--modcaps` change with the kernel's number for its capability.
 public struct CapabilityEdit: Sendable, Equatable, CustomStringConvertible {
-    public enum Change: Sendable, Equatable { case add, drop }
-
-    public var change: Change
-    /// The lower-case name without the "cap_" prefix, e.g. "sys_admin".
-    public var name: String
+    public var change: CapabilityChange
     /// The kernel's capability number.
     public var capability: Int32
 
-    public init(change: Change, name: String, capability: Int32) {
-        self.change = change
-        self.name = name
-        self.capability = capability
-    }
-
-    /// An edit of the capability `name` (lower case, no "cap_" prefix); nil when
-    /// libcap-ng knows no capability of that name.
-    public init?(change: Change, name: String) {
-        let number = capng_name_to_capability(name)
+    /// nil when libcap-ng knows no capability named `change.name`.
+    public init?(_ change: CapabilityChange) {
+        let number = capng_name_to_capability(change.name)
         guard number >= 0 else { return nil }
-        self.init(change: change, name: name, capability: number)
+        self.change = change
+        self.capability = number
     }
 
-    public var description: String { (change == .add ? "+" : "-") + name }
+    public var description: String { change.description }
 }
 
-/// Parses `--modcaps`, e.g. "+sys_admin:-chown". Names are case-insensitive and may
-/// carry a "cap_" prefix; an unknown name is an error that names it.
-public func parseCapabilityEdits(_ s: String) throws(SandboxError) -> [CapabilityEdit] {
-    var edits: [CapabilityEdit] = []
-    for item in s.split(separator: ":", omittingEmptySubsequences: true) {
-        let change: CapabilityEdit.Change
-        switch item.first {
-        case "+": change = .add
-        case "-": change = .drop
-        default: throw .invalidCapabilityEdit(String(item))
+extension Sandboxing {
+    /// The capability numbers of `changes`, in order; the first unknown name is an error.
+    public static func resolve(_ changes: [CapabilityChange]) throws(SandboxError) -> [CapabilityEdit] {
+        var edits: [CapabilityEdit] = []
+        for change in changes {
+            guard let edit = CapabilityEdit(change) else { throw .unknownCapability(change.name) }
+            edits.append(edit)
         }
-        var name = item.dropFirst().lowercased()
-        if name.hasPrefix("cap_") { name.removeFirst(4) }
-        guard !name.isEmpty else { throw .invalidCapabilityEdit(String(item)) }
-        guard let edit = CapabilityEdit(change: change, name: name) else {
-            throw .unknownCapability(String(item.dropFirst()))
-        }
-        edits.append(edit)
+        return edits
     }
-    return edits
-}
 
-extension Sandbox {
     /// The capabilities a root daemon keeps, each with why the passthrough backend needs it.
     public static let keptCapabilities: [(name: String, reason: String)] = [
         ("chown", "create files owned by the guest caller; SETATTR uid/gid"),
@@ -77,11 +56,10 @@ extension Sandbox {
             let number = capng_name_to_capability(name)
             if number >= 0 { keep.insert(number) }
         }
-        for edit in c.capabilityEdits {
-            switch edit.change {
-            case .add: keep.insert(edit.capability)
-            case .drop: keep.remove(edit.capability)
-            }
+        for change in c.capabilityEdits {
+            let number = capng_name_to_capability(change.name)
+            guard number >= 0 else { continue }  // refused by `resolve` before the sandbox
+            if change.add { keep.insert(number) } else { keep.remove(number) }
         }
         return keep
     }
@@ -98,6 +76,7 @@ extension Sandbox {
     /// capabilities that are no longer permitted). A process with no capabilities
     /// (unprivileged, no user namespace) has nothing to drop.
     public static func dropCapabilities(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) {
+        _ = try resolve(c.capabilityEdits)
         guard capng_get_caps_process() == 0 else { throw .capabilities("reading the current capabilities") }
         if capng_have_capabilities(CAPNG_SELECT_CAPS) == CAPNG_NONE {
             logger.debug("sandbox: no capabilities held, nothing to drop")

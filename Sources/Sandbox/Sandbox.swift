@@ -2,12 +2,13 @@
 import Glibc
 #endif
 import CVirtioFS
+import Options
 import Posix
 import Synchronization
 
 /// Isolation of the serving process. `main` calls, in order and before any thread
 /// exists: `raiseFileLimit`, `enter`, `dropCapabilities`, `installSeccomp`.
-public enum Sandbox {
+public enum Sandboxing {
     /// The default open-file limit is the system maximum, but never more than this.
     public static let defaultFileLimitCap: UInt64 = 1_000_000
 
@@ -65,24 +66,39 @@ public enum Sandbox {
     static func enterNamespaces(_ c: SandboxConfiguration, logger: Logger) throws(SandboxError) -> SandboxResult {
         let uid = geteuid()
         let gid = getegid()
-        let userNamespace = uid != 0 || c.uidMap != nil || c.gidMap != nil
+        let userNamespace = uid != 0 || !c.uidMap.isEmpty || !c.gidMap.isEmpty
         var flags = CVFS_CLONE_NEWNS | CVFS_CLONE_NEWPID | CVFS_CLONE_NEWNET
         if userNamespace { flags |= CVFS_CLONE_NEWUSER }
         if !userNamespace {
             do { try Sys.unshare(flags) } catch { throw .unshare(error) }
         } else {
-            let uidMap = c.uidMap ?? IDMap(inside: uid, outside: uid, count: 1)
-            let gidMap = c.gidMap ?? IDMap(inside: gid, outside: gid, count: 1)
+            let uidMaps = c.uidMap.isEmpty ? [IDMap(inside: uid, outside: uid, count: 1)] : c.uidMap
+            let gidMaps = c.gidMap.isEmpty ? [IDMap(inside: gid, outside: gid, count: 1)] : c.gidMap
+            try checkIDMaps(uidMaps, kind: "uid")
+            try checkIDMaps(gidMaps, kind: "gid")
+            // The supplementary groups as host ids, read while they still are.
+            let hostGroups = (try? Sys.getgroups()) ?? []
+            let setgroupsAllowed: Bool
             if uid == 0 {
-                try unshareWithMapsWrittenFromOutside(flags, uidMap: uidMap, gidMap: gidMap)
-            } else {
+                try unshareWithMapsWrittenFromOutside(flags, uidMaps: uidMaps, gidMaps: gidMaps, writer: .procFiles)
+                setgroupsAllowed = true
+            } else if isOwnIDOnly(uidMaps, own: uid) && isOwnIDOnly(gidMaps, own: gid) {
                 do { try Sys.unshare(flags) } catch { throw .unshare(error) }
                 // Unprivileged, the kernel accepts only our own id mapped, written by
                 // ourselves, and a gid_map only after setgroups is denied.
                 try writeProcFile("/proc/self/setgroups", "deny\n")
-                try writeProcFile("/proc/self/uid_map", uidMap.mapFileLine)
-                try writeProcFile("/proc/self/gid_map", gidMap.mapFileLine)
+                try writeProcFile("/proc/self/uid_map", idMapFileText(uidMaps))
+                try writeProcFile("/proc/self/gid_map", idMapFileText(gidMaps))
+                setgroupsAllowed = false
+            } else {
+                // Other ranges need the setuid helpers, which check them against
+                // /etc/subuid and /etc/subgid.
+                let tools = MapWriter.setuidTools(newuidmap: try findTool("newuidmap"), newgidmap: try findTool("newgidmap"))
+                try unshareWithMapsWrittenFromOutside(flags, uidMaps: uidMaps, gidMaps: gidMaps, writer: tools)
+                setgroupsAllowed = readSetgroupsAllowed()
             }
+            try takeNamespaceIdentity(uid: uid, gid: gid, hostGroups: hostGroups, uidMaps: uidMaps, gidMaps: gidMaps,
+                                      setgroupsAllowed: setgroupsAllowed, logger: logger)
         }
 
         let pid: pid_t
@@ -129,10 +145,24 @@ public enum Sandbox {
         return SandboxResult(root: "/", procSelfFD: procFD)
     }
 
-    /// Root with explicit maps: a process inside the new user namespace may only map its
-    /// own id, so a helper forked beforehand, still outside with CAP_SETUID/CAP_SETGID,
-    /// writes our maps (any ranges the host allows; setgroups stays usable).
-    static func unshareWithMapsWrittenFromOutside(_ flags: Int32, uidMap: IDMap, gidMap: IDMap) throws(SandboxError) {
+    /// Who writes the maps of a new user namespace from outside it.
+    enum MapWriter {
+        /// We do, as root (CAP_SETUID/CAP_SETGID in the parent namespace): any ranges.
+        case procFiles
+        /// The setuid newuidmap/newgidmap (Debian's uidmap package), for an unprivileged
+        /// user's subordinate ranges.
+        case setuidTools(newuidmap: String, newgidmap: String)
+    }
+
+    /// Exit statuses of the map-writing helper besides an errno of a failed write.
+    static let newuidmapFailed: Int32 = 200
+    static let newgidmapFailed: Int32 = 201
+
+    /// A process inside the new user namespace may only map its own id, so a helper forked
+    /// beforehand, still outside, has our maps written (by itself as root, or through
+    /// newuidmap/newgidmap) once we have unshared; setgroups stays usable as root.
+    static func unshareWithMapsWrittenFromOutside(_ flags: Int32, uidMaps: [IDMap], gidMaps: [IDMap],
+                                                  writer: MapWriter) throws(SandboxError) {
         let target = Sys.processID
         let go: (read: Int32, write: Int32)
         do { go = try Sys.pipe() } catch { throw .fork(error) }
@@ -147,13 +177,7 @@ public enum Sandbox {
             let got = withUnsafeMutableBytes(of: &byte) { (try? Sys.read(go.read, $0)) ?? 0 }
             // EOF instead of a byte: the parent gave up; write nothing.
             guard got == 1 else { _exit(0) }
-            for (file, map) in [("uid_map", uidMap), ("gid_map", gidMap)] {
-                do { try writeProcFile("/proc/\(target)/\(file)", map.mapFileLine) } catch {
-                    if case .writeIDMap(_, let e) = error { _exit(e.rawValue & 0xff) }
-                    _exit(Errno.ioError.rawValue)
-                }
-            }
-            _exit(0)
+            writeMapsAndExit(target: target, uidMaps: uidMaps, gidMaps: gidMaps, writer: writer)
         }
         Sys.close(go.read)
         do { try Sys.unshare(flags) } catch {
@@ -166,11 +190,96 @@ public enum Sandbox {
         Sys.close(go.write)
         let status: Int32
         do { status = try Sys.waitpid(helper).status } catch { throw .fork(error) }
-        // The helper exits with the errno of a failed write.
-        if status != 0 {
-            let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : Errno.ioError.rawValue
+        guard status != 0 else { return }
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : Errno.ioError.rawValue
+        switch (code, writer) {
+        case (newuidmapFailed, .setuidTools(let tool, _)):
+            throw .idMapTool(tool, toolArguments(target, uidMaps))
+        case (newgidmapFailed, .setuidTools(_, let tool)):
+            throw .idMapTool(tool, toolArguments(target, gidMaps))
+        default:
+            // The helper exits with the errno of a failed write.
             throw .writeIDMap("/proc/\(target)/uid_map or gid_map", Errno(code))
         }
+    }
+
+    /// The helper's work: write both maps of `target`, then exit 0, or with the errno of
+    /// a failed write, or with `newuidmapFailed`/`newgidmapFailed`.
+    static func writeMapsAndExit(target: pid_t, uidMaps: [IDMap], gidMaps: [IDMap], writer: MapWriter) -> Never {
+        switch writer {
+        case .procFiles:
+            for (file, maps) in [("uid_map", uidMaps), ("gid_map", gidMaps)] {
+                do { try writeProcFile("/proc/\(target)/\(file)", idMapFileText(maps)) } catch {
+                    if case .writeIDMap(_, let e) = error { _exit(e.rawValue & 0xff) }
+                    _exit(Errno.ioError.rawValue)
+                }
+            }
+        case .setuidTools(let newuidmap, let newgidmap):
+            for (tool, maps, failure) in [(newuidmap, uidMaps, newuidmapFailed), (newgidmap, gidMaps, newgidmapFailed)] {
+                // The tool prints why it refused on our stderr.
+                guard let pid = try? Sys.spawnInheritingOutput(tool, arguments: toolArguments(target, maps)),
+                      let waited = try? Sys.waitpid(pid), waited.status == 0 else { _exit(failure) }
+            }
+        }
+        _exit(0)
+    }
+
+    /// newuidmap/newgidmap arguments: the pid, then inside, outside, count per range.
+    static func toolArguments(_ target: pid_t, _ maps: [IDMap]) -> [String] {
+        ["\(target)"] + maps.flatMap { ["\($0.inside)", "\($0.outside)", "\($0.count)"] }
+    }
+
+    /// The first executable `name` on $PATH, else in the usual system directories.
+    static func findTool(_ name: String) throws(SandboxError) -> String {
+        var directories: [String] = []
+        if let path = getenv("PATH") {
+            directories = String(cString: path).split(separator: ":").map(String.init)
+        }
+        directories += ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        for directory in directories where directory.hasPrefix("/") {
+            let candidate = directory + "/" + name
+            if (try? Sys.faccessat(AT_FDCWD, candidate, X_OK, flags: 0)) != nil { return candidate }
+        }
+        throw .idMapToolMissing(name)
+    }
+
+    /// Whether /proc/self/setgroups says "allow" (newgidmap may have denied it).
+    static func readSetgroupsAllowed() -> Bool {
+        guard let fd = try? Sys.openat(AT_FDCWD, "/proc/self/setgroups", O_RDONLY) else { return false }
+        defer { Sys.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let n = buffer.withUnsafeMutableBytes { b in (try? Sys.read(fd, b)) ?? 0 }
+        return buffer.prefix(n).starts(with: Array("allow".utf8))
+    }
+
+    /// After the maps are written: a process whose own host id is not in the map runs as
+    /// the overflow id (65534), which it can switch away from but never back to, so every
+    /// per-request credential change would fail to restore. Such a process (root given
+    /// libvirt's `<idmap>`, for one) becomes the namespace's root, or the lowest mapped
+    /// id when 0 is not mapped. Supplementary groups the map does not cover are dropped
+    /// for the same reason, when setgroups is allowed.
+    static func takeNamespaceIdentity(uid: uid_t, gid: gid_t, hostGroups: [gid_t], uidMaps: [IDMap], gidMaps: [IDMap],
+                                      setgroupsAllowed: Bool, logger: Logger) throws(SandboxError) {
+        func fallback(_ maps: [IDMap]) -> UInt32? {
+            maps.contains { $0.containsInside(0) } ? 0 : maps.map(\.inside).min()
+        }
+        let insideGID = insideID(of: gid, in: gidMaps) ?? fallback(gidMaps)
+        let insideUID = insideID(of: uid, in: uidMaps) ?? fallback(uidMaps)
+        guard let insideUID, let insideGID else { throw .identity("the maps are empty", .invalidArgument) }
+        if setgroupsAllowed {
+            let groups = hostGroups.compactMap { insideID(of: $0, in: gidMaps) }
+            if groups.count != hostGroups.count {
+                logger.info("user namespace: dropping \(hostGroups.count - groups.count) supplementary group(s) the gid map does not cover")
+            }
+            do { try Sys.threadSetgroups(groups) } catch { throw .identity("setgroups", error) }
+        }
+        if insideID(of: gid, in: gidMaps) == nil {
+            do { try Sys.threadSetresgid(insideGID, insideGID, insideGID) } catch { throw .identity("setresgid(\(insideGID))", error) }
+        }
+        if insideID(of: uid, in: uidMaps) == nil {
+            do { try Sys.threadSetresuid(insideUID, insideUID, insideUID) } catch { throw .identity("setresuid(\(insideUID))", error) }
+        }
+        logger.info("user namespace: uid map \(uidMaps.map(\.description).joined(separator: " ")), gid map \(gidMaps.map(\.description).joined(separator: " ")); serving as namespace uid \(insideUID) gid \(insideGID)")
     }
 
     static func writeProcFile(_ path: String, _ text: String) throws(SandboxError) {

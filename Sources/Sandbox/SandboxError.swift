@@ -3,15 +3,18 @@ import Posix
 /// Why the sandbox could not be set up. Each case names the step that failed;
 /// `description` is the one line shown to the user and says what to do.
 public enum SandboxError: Error, Equatable, CustomStringConvertible {
-    case invalidCapabilityEdit(String)
     case unknownCapability(String)
-    case invalidIDMap(String, String)
     case sharedDirectory(String, Errno)
     case sharedDirectoryNotAbsolute(String)
     case sharedDirectoryNotADirectory(String)
     case chrootNeedsRoot
     case unshare(Errno)
+    /// A set of ranges the kernel would refuse (too many, overlapping): the range or option, why.
+    case invalidIDMap(String, String)
     case writeIDMap(String, Errno)
+    case idMapToolMissing(String)
+    case idMapTool(String, [String])
+    case identity(String, Errno)
     case fork(Errno)
     case mountPrivate(Errno)
     case mountProc(Errno)
@@ -31,12 +34,8 @@ public enum SandboxError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .invalidCapabilityEdit(let item):
-            return "modcaps: \"\(item)\" must be +name or -name, e.g. +sys_admin:-chown"
         case .unknownCapability(let name):
             return "modcaps: unknown capability \"\(name)\"; use names like chown, sys_admin (see capabilities(7))"
-        case .invalidIDMap(let text, let why):
-            return "invalid id map \"\(text)\": \(why)"
         case .sharedDirectory(let path, let e):
             return "shared directory \(path): \(e)"
         case .sharedDirectoryNotAbsolute(let path):
@@ -48,7 +47,16 @@ public enum SandboxError: Error, Equatable, CustomStringConvertible {
         case .unshare(let e):
             return "unshare of the mount/pid/net namespaces: \(e); unprivileged runs need user namespaces (sysctl user.max_user_namespaces), otherwise use --sandbox=none inside another sandbox"
         case .writeIDMap(let file, let e):
-            return "writing \(file): \(e); without root the map can only be one range of count 1 whose outside id is your own (e.g. :0:$UID:1:); run as root for other ranges"
+            return "writing \(file): \(e); without root, ranges other than your own id are written by newuidmap/newgidmap from your subordinate ids (subuid(5))"
+        case .invalidIDMap(let text, let why):
+            return "invalid id map \(text): \(why)"
+        case .idMapToolMissing(let name):
+            return "\(name) not found: mapping ranges other than your own id needs the setuid \(name) (Debian package uidmap); or map only your own id, e.g. --\(name == "newuidmap" ? "uid" : "gid")-map=:0:$ID:1:"
+        case .idMapTool(let tool, let arguments):
+            let file = tool.hasSuffix("newuidmap") ? "/etc/subuid" : "/etc/subgid"
+            return "\(tool) \(arguments.joined(separator: " ")) failed: every range other than your own id must be one of your subordinate ranges in \(file) (see subuid(5))"
+        case .identity(let step, let e):
+            return "taking an identity in the new user namespace: \(step): \(e); the maps must cover namespace id 0 or the daemon's own id"
         case .fork(let e):
             return "fork into the new pid namespace: \(e)"
         case .mountPrivate(let e):

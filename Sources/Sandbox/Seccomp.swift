@@ -1,5 +1,6 @@
 import CSeccomp
 import CVirtioFS
+import Options
 import Posix
 
 /// The CPU architectures the allow-list is written for.
@@ -35,7 +36,7 @@ public struct SyscallRule: Sendable {
     }
 }
 
-extension Sandbox {
+extension Sandboxing {
     /// Every system call the serving process makes after the filter is loaded.
     /// Names the running libseccomp does not know (newer calls) are skipped at load time.
     public static let seccompAllowList: [SyscallRule] = [

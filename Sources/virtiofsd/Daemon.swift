@@ -4,17 +4,17 @@ import Glibc
 import DaemonConfig
 import FUSE
 import HostFUSE
+import Options
 import Passthrough
 import Posix
 import Sandbox
 import VhostUser
-import XattrMap
 
 /// Runs the daemon for parsed, validated options. Returns the process exit status.
 /// Order matters: the listening socket before the sandbox; the sandbox, capabilities
 /// and seccomp before any thread exists.
 func runDaemon(_ options: DaemonOptions) -> Int32 {
-    let logger = Logger(label: "virtiofsd", level: logLevel(options.logLevel),
+    let logger = Logger(label: "virtiofsd", level: options.logLevel,
                         destination: options.syslog ? .syslog : .standardError)
     // From here a stop request must end in a clean exit, not kill us half set up: keep
     // SIGTERM/SIGINT/SIGHUP pending until the signalfd below reads them. Blocked signals
@@ -26,21 +26,13 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     do { try Signals.blockSignals(stopSignals) } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
 
     // ---- checks that need more than the parser ----
-    var xattrMap: XattrMap? = nil
-    if let rules = options.xattrmap {
-        do { xattrMap = try XattrMap(rules: rules) } catch { fail("--xattrmap: \(error)") }
-    }
     // The parser already split, lower-cased and checked the names; only the lookup of
     // each capability number is left.
-    var capabilityEdits: [CapabilityEdit] = []
-    for change in options.modcaps {
-        guard let edit = CapabilityEdit(change: change.add ? .add : .drop, name: change.name) else {
-            fail("--\(SandboxError.unknownCapability(change.name))")  // the message starts with "modcaps:"
-        }
-        capabilityEdits.append(edit)
+    do { _ = try Sandboxing.resolve(options.modcaps) } catch {
+        fail("--\(error)")  // the message starts with "modcaps:"
     }
-    let uidMap = singleRange(options.uidMap, option: "--uid-map")
-    let gidMap = singleRange(options.gidMap, option: "--gid-map")
+    let uidMap = options.uidMap
+    let gidMap = options.gidMap
     guard let sharedDir = options.sharedDir, let endpoint = options.endpoint else {
         fail("a shared directory and a socket are required (see --help)")
     }
@@ -54,11 +46,11 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
 
     // The same sandbox for both transports.
     let sandbox = SandboxConfiguration(
-        mode: sandboxMode(options.sandbox),
+        mode: options.sandbox,
         sharedDirectory: sharedPath,
-        seccomp: seccompAction(options.seccomp),
+        seccomp: options.seccomp,
         syslog: options.syslog,
-        capabilityEdits: capabilityEdits,
+        capabilityEdits: options.modcaps,
         // Even with --inode-file-handles=never the backend falls back to file handles
         // when its descriptor budget runs low, and reopening a handle needs this.
         keepDacReadSearch: true,
@@ -66,7 +58,7 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         uidMap: uidMap, gidMap: gidMap)
 
     if case .fuseMount(let mountpoint) = endpoint {
-        return runHostMount(options, sandbox: sandbox, mountpoint: mountpoint, xattrMap: xattrMap, logger: logger)
+        return runHostMount(options, sandbox: sandbox, mountpoint: mountpoint, logger: logger)
     }
 
     // ---- listening socket, before the sandbox hides the host ----
@@ -91,10 +83,10 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     // ---- sandbox ----
     let isolated: SandboxResult
     do {
-        let limit = try Sandbox.raiseFileLimit(sandbox, logger: logger)
+        let limit = try Sandboxing.raiseFileLimit(sandbox, logger: logger)
         logger.debug("RLIMIT_NOFILE is \(limit)")
-        isolated = try Sandbox.enter(sandbox, logger: logger)
-        try Sandbox.dropCapabilities(sandbox, logger: logger)
+        isolated = try Sandboxing.enter(sandbox, logger: logger)
+        try Sandboxing.dropCapabilities(sandbox, logger: logger)
     } catch {
         fail("\(error)")
     }
@@ -103,8 +95,8 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
 
     // ---- the filesystem ----
     let filesystem = openFileSystem(options, sharedPath: sharedPath, root: isolated.root,
-                                    procSelfFD: isolated.procSelfFD, xattrMap: xattrMap, logger: logger)
-    do { try Sandbox.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
+                                    procSelfFD: isolated.procSelfFD, logger: logger)
+    do { try Sandboxing.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
 
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
     var configuration = BackendConfiguration(numRequestQueues: options.numRequestQueues)
@@ -167,12 +159,12 @@ func acceptFrontend(listenFD: Int32, shutdownFD: Int32, logger: Logger) throws(E
 /// carried into the sandbox. The sandboxed process cannot unmount (no umount2, and the
 /// mount point is out of its view), so the mount gets auto_unmount: libfuse's helper
 /// outside unmounts once the daemon has exited, however it ends.
-func runHostMount(_ options: DaemonOptions, sandbox: SandboxConfiguration, mountpoint: String, xattrMap: XattrMap?, logger: Logger) -> Int32 {
+func runHostMount(_ options: DaemonOptions, sandbox: SandboxConfiguration, mountpoint: String, logger: Logger) -> Int32 {
     logger.info("host FUSE mount at \(mountpoint); sandbox: \(options.sandbox.rawValue), seccomp: \(options.seccomp.rawValue), cache: \(options.cache.rawValue)")
     let mount: HostFUSEMount
     let isolated: SandboxResult
     do {
-        let limit = try Sandbox.raiseFileLimit(sandbox, logger: logger)
+        let limit = try Sandboxing.raiseFileLimit(sandbox, logger: logger)
         logger.debug("RLIMIT_NOFILE is \(limit)")
         do {
             // No thread may exist yet: the sandbox forks. The mount makes none.
@@ -181,16 +173,16 @@ func runHostMount(_ options: DaemonOptions, sandbox: SandboxConfiguration, mount
         } catch {
             fail("--fuse-mount \(mountpoint): \(error)")
         }
-        isolated = try Sandbox.enter(sandbox, logger: logger)
-        try Sandbox.dropCapabilities(sandbox, logger: logger)
+        isolated = try Sandboxing.enter(sandbox, logger: logger)
+        try Sandboxing.dropCapabilities(sandbox, logger: logger)
     } catch {
         fail("\(error)")
     }
     let shutdownFD: Int32
     do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
     let filesystem = openFileSystem(options, sharedPath: sandbox.sharedDirectory, root: isolated.root,
-                                    procSelfFD: isolated.procSelfFD, xattrMap: xattrMap, logger: logger)
-    do { try Sandbox.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
+                                    procSelfFD: isolated.procSelfFD, logger: logger)
+    do { try Sandboxing.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
     let session = HostFUSESession(mount: mount, server: server, logger: logger)
     session.run(shutdownFD: shutdownFD)
@@ -201,89 +193,12 @@ func runHostMount(_ options: DaemonOptions, sandbox: SandboxConfiguration, mount
 /// The passthrough backend over `root` (the shared directory as this process sees it);
 /// one that cannot be opened ends the start-up with an error naming `sharedPath`.
 func openFileSystem(_ options: DaemonOptions, sharedPath: String, root: String, procSelfFD: Int32?,
-                    xattrMap: XattrMap?, logger: Logger) -> PassthroughFileSystem {
+                    logger: Logger) -> PassthroughFileSystem {
+    var configuration = PassthroughConfiguration(root: root, procSelfFD: procSelfFD)
+    configuration.options = options.fileSystem
     do {
-        return try PassthroughFileSystem(
-            configuration: passthroughConfiguration(options, root: root, procSelfFD: procSelfFD, xattrMap: xattrMap),
-            logger: logger)
+        return try PassthroughFileSystem(configuration: configuration, logger: logger)
     } catch {
         fail("opening the shared directory \(sharedPath): \(error)")
-    }
-}
-
-func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int32?, xattrMap: XattrMap?) -> PassthroughConfiguration {
-    var c = PassthroughConfiguration(root: root, procSelfFD: procSelfFD)
-    c.cache = cacheMode(o.cache)
-    c.timeout = o.timeout
-    c.writeback = o.writeback
-    c.xattr = o.xattrEnabled
-    c.xattrMap = xattrMap
-    c.posixACL = o.posixACL
-    c.securityLabel = o.securityLabel
-    c.flock = o.flock
-    c.posixLocks = o.posixLock
-    c.readdirplus = o.readdirplusEnabled
-    c.announceSubmounts = o.announceSubmounts
-    c.killprivV2 = o.killprivV2
-    c.allowDirectIO = o.allowDirectIO
-    c.allowMmap = o.allowMmap
-    c.inodeFileHandles = inodeFileHandles(o.inodeFileHandles)
-    c.readonly = o.readOnly
-    c.preserveNoatime = o.preserveNoatime
-    return c
-}
-
-func singleRange(_ ranges: [IDMapRange], option: String) -> IDMap? {
-    guard let first = ranges.first else { return nil }
-    if ranges.count > 1 { fail("\(option): only one range is supported") }
-    return IDMap(inside: first.inside, outside: first.outside, count: first.count)
-}
-
-func logLevel(_ l: DaemonLogLevel) -> LogLevel {
-    switch l {
-    case .off: return .off
-    case .error: return .error
-    case .warning: return .warning
-    case .info: return .info
-    case .debug: return .debug
-    case .trace: return .trace
-    }
-}
-
-// The option model (DaemonConfig) stays free of the implementation modules, so its
-// enums have twins in Sandbox and Passthrough. Exhaustive switches, not raw values:
-// a case added on one side is a compile error here, never a silent default.
-
-func sandboxMode(_ m: DaemonConfig.SandboxMode) -> IsolationMode {
-    switch m {
-    case .namespace: return .namespace
-    case .chroot: return .chroot
-    case .none: return .none
-    }
-}
-
-func seccompAction(_ a: DaemonConfig.SeccompAction) -> FilterAction {
-    switch a {
-    case .none: return .none
-    case .kill: return .kill
-    case .log: return .log
-    case .trap: return .trap
-    }
-}
-
-func cacheMode(_ m: DaemonConfig.CacheMode) -> Passthrough.CacheMode {
-    switch m {
-    case .never: return .never
-    case .metadata: return .metadata
-    case .auto: return .auto
-    case .always: return .always
-    }
-}
-
-func inodeFileHandles(_ m: InodeFileHandlesMode) -> InodeFileHandles {
-    switch m {
-    case .never: return .never
-    case .prefer: return .prefer
-    case .mandatory: return .mandatory
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 @testable import DaemonConfig
+import Options
+import XattrMap
 
 final class OptionErrorTests: XCTestCase {
     /// (arguments, the exact one-line message).
@@ -71,11 +73,21 @@ final class OptionErrorTests: XCTestCase {
         (base + ["--modcaps=+"],
          "invalid value '+' for '--modcaps': expected a colon-separated list of +name or -name, e.g. +sys_admin:-chown"),
         (base + ["--uid-map=0:1000:1"],
-         "invalid value '0:1000:1' for '--uid-map': expected :inside:outside:count:"),
+         "invalid value '0:1000:1' for '--uid-map': it must have the form :inside:outside:count:"),
         (base + ["--gid-map=:0:1000:0:"],
-         "invalid value ':0:1000:0:' for '--gid-map': expected :inside:outside:count:"),
+         "invalid value ':0:1000:0:' for '--gid-map': the count must be at least 1"),
         (base + ["--uid-map=:4294967295:0:2:"],
-         "invalid value ':4294967295:0:2:' for '--uid-map': expected :inside:outside:count:"),
+         "invalid value ':4294967295:0:2:' for '--uid-map': the range runs past the largest id (4294967294)"),
+        (base + ["-o", "uid_map=:0:x:1:"],
+         "invalid value ':0:x:1:' for '-o uid_map': \"x\" is not a number from 0 to 4294967295"),
+        (base + ["--translate-uid=swap:0:1:1"],
+         "invalid value 'swap:0:1:1' for '--translate-uid': invalid rule \"swap:0:1:1\": unknown type \"swap\"; one of guest, host, squash-guest, squash-host, forbid-guest, map"),
+        (base + ["--translate-gid=map:0:1000:0"],
+         "invalid value 'map:0:1000:0' for '--translate-gid': invalid rule \"map:0:1000:0\": the count must be at least 1"),
+        (base + ["--translate-uid=map:0:1000:10", "--translate-uid=forbid-guest:5:1"],
+         "invalid value 'forbid-guest:5:1' for '--translate-uid': rule \"forbid-guest:5:1\" overlaps \"map:0:1000:10\": both translate some of the same guest ids; give each guest id at most one rule"),
+        (base + ["-o", "translate_gid=squash-host:0:1:10,translate_gid=host:9:0:1"],
+         "invalid value 'host:9:0:1' for '-o translate_gid': rule \"host:9:0:1\" overlaps \"squash-host:0:1:10\": both translate some of the same host ids; give each host id at most one rule"),
         (base + ["--tag=0123456789012345678901234567890123456"],
          "invalid value '0123456789012345678901234567890123456' for '--tag': a tag is at most 36 bytes"),
         (["--shared-dir=/srv", "--fd=3", "--socket-path=/s"],
@@ -114,9 +126,12 @@ final class OptionErrorTests: XCTestCase {
         XCTAssertEqual(e.option, "--cache")
     }
 
-    func testNotSupportedYetNamesTheOption() {
-        XCTAssertEqual(OptionError.notSupportedYet("translate-uid").description,
-                       "option '--translate-uid' is not supported yet")
+    func testBadXattrMapIsAnOptionErrorFromTheRuleParser() {
+        guard case .failure(let e) = parseCommandLine(base + ["--xattrmap=:ok:all::"]) else {
+            return XCTFail("expected an error")
+        }
+        XCTAssertEqual(e.option, "--xattrmap")
+        XCTAssertTrue(e.description.hasPrefix("invalid value ':ok:all::' for '--xattrmap': xattrmap rule 1"), e.description)
     }
 }
 
@@ -136,11 +151,10 @@ final class EnvironmentTests: XCTestCase {
                        "mount point '/mnt/gone' does not exist or is not a directory")
     }
 
-    func testUnsupportedOptionIsRefusedByTheEnvironmentCheck() {
+    func testTranslationRulesPassTheEnvironmentCheck() {
         var o = baseOptions()
-        o.translateGID = ["map:0:0:1"]
-        XCTAssertEqual(validateEnvironment(o, directoryExists: { _ in true })?.description,
-                       "option '--translate-gid' is not supported yet")
+        o.translateGID = [.map(guestBase: 0, hostBase: 0, count: 1)]
+        XCTAssertNil(validateEnvironment(o, directoryExists: { _ in true }))
     }
 
     func testGoodEnvironmentPasses() {

@@ -1,5 +1,8 @@
 import XCTest
 @testable import DaemonConfig
+import IDTranslation
+import Options
+import XattrMap
 
 /// The smallest valid command line; each case adds to it.
 let base = ["--socket-path=/run/vfs.sock", "--shared-dir=/srv"]
@@ -32,7 +35,7 @@ final class LongOptionTests: XCTestCase {
         ("--socket-group", "kvm", { $0.socketGroup = "kvm" }),
         ("--thread-pool-size", "64", { $0.threadPoolSize = 64 }),
         ("--num-request-queues", "4", { $0.numRequestQueues = 4 }),
-        ("--xattrmap", ":map::user.virtiofs.:", { $0.xattrmap = ":map::user.virtiofs.:" }),
+        ("--xattrmap", ":map::user.virtiofs.:", { $0.xattrMap = try? XattrMap(rules: ":map::user.virtiofs.:") }),
         ("--sandbox", "chroot", { $0.sandbox = .chroot }),
         ("--sandbox", "none", { $0.sandbox = .none }),
         ("--sandbox", "namespace", { $0.sandbox = .namespace }),
@@ -58,10 +61,16 @@ final class LongOptionTests: XCTestCase {
         ("--log-level", "off", { $0.logLevel = .off }),
         ("--rlimit-nofile", "20000", { $0.rlimitNofile = 20000 }),
         ("--rlimit-nofile", "0", { $0.rlimitNofile = 0 }),
-        ("--uid-map", ":0:100000:65536:", { $0.uidMap = [IDMapRange(inside: 0, outside: 100000, count: 65536)] }),
-        ("--gid-map", ":0:100000:65536:", { $0.gidMap = [IDMapRange(inside: 0, outside: 100000, count: 65536)] }),
-        ("--translate-uid", "map:0:1000:1", { $0.translateUID = ["map:0:1000:1"] }),
-        ("--translate-gid", "squash-guest:0:1000:65536", { $0.translateGID = ["squash-guest:0:1000:65536"] }),
+        ("--uid-map", ":0:100000:65536:", { $0.uidMap = [IDMap(inside: 0, outside: 100000, count: 65536)] }),
+        ("--gid-map", ":0:100000:65536:", { $0.gidMap = [IDMap(inside: 0, outside: 100000, count: 65536)] }),
+        ("--translate-uid", "map:0:1000:1", {
+            $0.translateUID = [.map(guestBase: 0, hostBase: 1000, count: 1)]
+            $0.idTranslation = try? IDTranslations(uidRules: ["map:0:1000:1"], gidRules: [])
+        }),
+        ("--translate-gid", "squash-guest:0:1000:65536", {
+            $0.translateGID = [.squashGuest(guestBase: 0, host: 1000, count: 65536)]
+            $0.idTranslation = try? IDTranslations(uidRules: [], gidRules: ["squash-guest:0:1000:65536"])
+        }),
     ]
 
     func testEveryValuedLongOptionMapsToTheModelInBothSpellings() {
@@ -125,12 +134,35 @@ final class LongOptionTests: XCTestCase {
         XCTAssertEqual(o?.fd, 3)
     }
 
+    func testLibvirtSessionModeMapsAreAllKept() {
+        // What libvirt 11 passes an unprivileged daemon: the user's own id, then its subordinate range.
+        let o = options(base + ["--uid-map=:0:1500:1:", "--uid-map=:1:100000:65536:",
+                                "--gid-map=:0:1500:1:", "--gid-map=:1:100000:65536:", "--sandbox", "namespace"])
+        let expected = [IDMap(inside: 0, outside: 1500, count: 1), IDMap(inside: 1, outside: 100000, count: 65536)]
+        XCTAssertEqual(o?.uidMap, expected)
+        XCTAssertEqual(o?.gidMap, expected)
+    }
+
+    func testIdentityOptionsInTheDashOSyntaxMatchTheLongOnes() {
+        let long = options(base + ["--uid-map=:0:1000:1:", "--gid-map=:0:1000:1:",
+                                   "--translate-uid=squash-guest:0:1000:4294967295", "--translate-uid=host:1000:0:1",
+                                   "--translate-gid=map:0:1000:1"])
+        let short = options(["--socket-path=/run/vfs.sock", "-o",
+                             "source=/srv,uid_map=:0:1000:1:,gid_map=:0:1000:1:,translate_uid=squash-guest:0:1000:4294967295,"
+                             + "translate_uid=host:1000:0:1,translate_gid=map:0:1000:1"])
+        XCTAssertNotNil(long)
+        XCTAssertEqual(long, short)
+        XCTAssertEqual(long?.idTranslation?.uid.toHost(5), 1000)
+        XCTAssertEqual(long?.idTranslation?.uid.toGuest(1000), 0)
+        XCTAssertEqual(long?.idTranslation?.gid.toHost(0), 1000)
+    }
+
     func testRepeatedMapsAccumulateAndOtherOptionsLastWins() {
         let o = options(base + ["--uid-map=:0:1000:1:", "--uid-map=:1:2000:10:",
                                 "--cache=never", "--cache=always", "--shared-dir=/b",
                                 "--log-level=trace", "-d"])
-        XCTAssertEqual(o?.uidMap, [IDMapRange(inside: 0, outside: 1000, count: 1),
-                                   IDMapRange(inside: 1, outside: 2000, count: 10)])
+        XCTAssertEqual(o?.uidMap, [IDMap(inside: 0, outside: 1000, count: 1),
+                                   IDMap(inside: 1, outside: 2000, count: 10)])
         XCTAssertEqual(o?.cache, .always)
         XCTAssertEqual(o?.sharedDir, "/b")
         XCTAssertEqual(o?.logLevel, .debug)
@@ -153,7 +185,7 @@ final class LongOptionTests: XCTestCase {
         XCTAssertTrue(o.killprivV2)
         XCTAssertFalse(o.xattrEnabled)
         XCTAssertFalse(o.flock)
-        XCTAssertFalse(o.posixLock)
+        XCTAssertFalse(o.posixLocks)
         XCTAssertTrue(o.readdirplusEnabled)
         XCTAssertEqual(o.inodeFileHandles, .never)
         XCTAssertEqual(o.effectiveTimeout, 1)
@@ -172,8 +204,8 @@ final class QemuStyleTests: XCTestCase {
             ("cache=metadata", { $0.cache = .metadata }),
             ("flock", { $0.flock = true }),
             ("no_flock", { $0.flock = false }),
-            ("posix_lock", { $0.posixLock = true }),
-            ("no_posix_lock", { $0.posixLock = false }),
+            ("posix_lock", { $0.posixLocks = true }),
+            ("no_posix_lock", { $0.posixLocks = false }),
             ("log_level=err", { $0.logLevel = .error }),
             ("log_level=warn", { $0.logLevel = .warning }),
             ("log_level=info", { $0.logLevel = .info }),
@@ -200,7 +232,7 @@ final class QemuStyleTests: XCTestCase {
             ("posix_acl", { $0.posixACL = true }),
             ("no_posix_acl", { $0.posixACL = false }),
             ("xattrmap=:prefix:all::user.virtiofs.::bad:all:::", {
-                $0.xattrmap = ":prefix:all::user.virtiofs.::bad:all:::"
+                $0.xattrMap = try? XattrMap(rules: ":prefix:all::user.virtiofs.::bad:all:::")
             }),
             ("announce_submounts", { $0.announceSubmounts = true }),
             ("killpriv_v2", { $0.killprivV2 = true }),
@@ -239,8 +271,8 @@ final class QemuStyleTests: XCTestCase {
         let o = options(["--fd=3", "-o", "source=/a,,,xattr"])
         XCTAssertEqual(o?.sharedDir, "/a,")
         XCTAssertEqual(o?.xattr, true)
-        XCTAssertEqual(options(["--fd=3", "-o", "source=/srv,xattrmap=:map,,x::user.:"])?.xattrmap,
-                       ":map,x::user.:")
+        XCTAssertEqual(options(["--fd=3", "-o", "source=/srv,xattrmap=:prefix:all:a,,b:user.::ok:all:::"])?.xattrMap,
+                       try? XattrMap(rules: ":prefix:all:a,b:user.::ok:all:::"))
     }
 
     func testEmptyEntriesInAListAreIgnored() {
@@ -266,7 +298,7 @@ final class ReferenceCommandLineTests: XCTestCase {
         expected.sandbox = .chroot
         expected.xattr = true
         expected.flock = true
-        expected.posixLock = true
+        expected.posixLocks = true
         expected.threadPoolSize = 2
         XCTAssertEqual(options(args), expected)
     }
@@ -324,16 +356,5 @@ final class DerivedSettingsTests: XCTestCase {
     func testEndpointCarriesTheSocketGroup() {
         XCTAssertEqual(options(base + ["--socket-group=kvm"])?.endpoint,
                        .socketPath("/run/vfs.sock", group: "kvm"))
-    }
-
-    func testNotYetSupportedOptionsAreReportedForTheDaemonToRefuse() {
-        XCTAssertEqual(options(base)?.notYetSupportedInUse, [])
-        let o = options(base + ["--translate-uid=map:0:1000:1", "--translate-gid=map:0:1000:1"])
-        XCTAssertEqual(o?.notYetSupportedInUse, ["translate-uid", "translate-gid"])
-        for name in o?.notYetSupportedInUse ?? [] {
-            XCTAssertTrue(DaemonOptions.notYetSupported.contains(name))
-        }
-        XCTAssertTrue(DaemonOptions.notYetSupported.contains("translate-uid"))
-        XCTAssertTrue(DaemonOptions.notYetSupported.contains("translate-gid"))
     }
 }

@@ -5,6 +5,7 @@ import CVirtioFS
 import FUSE
 import HostFUSE
 import Posix
+import Options
 import Passthrough
 
 /// A host FUSE mount of a temporary shared directory, served in this process by the

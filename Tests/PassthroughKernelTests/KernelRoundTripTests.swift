@@ -5,6 +5,7 @@ import CVirtioFS
 import FUSE
 import HostFUSE
 import Posix
+import Options
 import Passthrough
 
 /// Real programs' system calls, through the kernel's FUSE client, the dispatcher

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 import Glibc
 import Posix
+import Options
 import Passthrough
 
 /// Setuid/setgid after writes and truncates by a guest user, through the kernel's FUSE

@@ -4,6 +4,7 @@ import Glibc
 import CVirtioFS
 import FUSE
 import Posix
+import Options
 @testable import Passthrough
 
 final class DirectoryAndDataTests: PassthroughTestCase {

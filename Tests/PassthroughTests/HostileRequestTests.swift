@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import FUSE
 import Posix
+import Options
 @testable import Passthrough
 
 /// Requests a hostile guest can send that the kernel's own FUSE client never would.

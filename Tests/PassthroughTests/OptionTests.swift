@@ -5,6 +5,7 @@ import CVirtioFS
 import FUSE
 import Posix
 import XattrMap
+import Options
 @testable import Passthrough
 
 /// Stands in for the rule engine: guest "user.X" is stored as "user.virtiofs.X" on the host,

@@ -4,6 +4,11 @@
 //   sandbox-probe --mode M --share DIR [--seccomp A] [--modcaps S] [--keep-dac]
 //                 [--as-uid N] [--uid-map S] [--gid-map S] [--nofile N] [--syslog]
 //                 [--open PATH]... [--thread] [--early-thread] [--forbidden] [--verbose]
+//                 [--switch-creds ID]
+//
+// --uid-map and --gid-map may be repeated. --switch-creds does what the daemon does
+// around a request of another user: this thread's groups, gid and uid to ID, then back
+// to what they were; reported as "switch ID: ok" or "switch ID: <step> <error>".
 //
 // Each --open is tried after the sandbox is up and reported as "open PATH: ok" or
 // "open PATH: <error>", before the ready line.
@@ -12,6 +17,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Options
 import Posix
 import Sandbox
 
@@ -31,8 +37,9 @@ var seccomp = SeccompAction.kill
 var modcaps = ""
 var keepDac = false
 var asUID: UInt32?
-var uidMap: IDMap?
-var gidMap: IDMap?
+var uidMap: [IDMap] = []
+var gidMap: [IDMap] = []
+var switchTo: UInt32?
 var nofile: UInt64?
 var syslog = false
 var forbidden = false
@@ -47,7 +54,7 @@ var args = CommandLine.arguments.dropFirst()
     return v
 }
 while let arg = args.popFirst() {
-    do throws(SandboxError) {
+    do throws(IDMapError) {
         switch arg {
         case "--mode": guard let m = SandboxMode(rawValue: value(arg)) else { fail(2, "bad mode") }; mode = m
         case "--share": share = value(arg)
@@ -55,8 +62,9 @@ while let arg = args.popFirst() {
         case "--modcaps": modcaps = value(arg)
         case "--keep-dac": keepDac = true
         case "--as-uid": guard let u = UInt32(value(arg)) else { fail(2, "bad uid") }; asUID = u
-        case "--uid-map": uidMap = try parseIDMap(value(arg))
-        case "--gid-map": gidMap = try parseIDMap(value(arg))
+        case "--uid-map": uidMap.append(try IDMap(parsing: value(arg)))
+        case "--gid-map": gidMap.append(try IDMap(parsing: value(arg)))
+        case "--switch-creds": guard let u = UInt32(value(arg)) else { fail(2, "bad id") }; switchTo = u
         case "--nofile": guard let n = UInt64(value(arg)) else { fail(2, "bad nofile") }; nofile = n
         case "--syslog": syslog = true
         case "--forbidden": forbidden = true
@@ -94,14 +102,17 @@ if earlyThread {
     guard pthread_create(&earlyTID, nil, earlyThreadBody, nil) == 0 else { fail(4, "pthread_create") }
 }
 do throws(SandboxError) {
-    let edits = try parseCapabilityEdits(modcaps)
+    guard let changes = CapabilityChange.parseList(modcaps) else { fail(2, "bad modcaps") }
+    let edits = try Sandboxing.resolve(changes).map(\.change)
     let config = SandboxConfiguration(mode: mode, sharedDirectory: share, seccomp: seccomp, syslog: syslog,
                                       capabilityEdits: edits, keepDacReadSearch: keepDac,
                                       rlimitNofile: nofile, uidMap: uidMap, gidMap: gidMap)
-    let limit = try Sandbox.raiseFileLimit(config, logger: logger)
-    let result = try Sandbox.enter(config, logger: logger)
-    try Sandbox.dropCapabilities(config, logger: logger)
-    try Sandbox.installSeccomp(config, logger: logger)
+    let limit = try Sandboxing.raiseFileLimit(config, logger: logger)
+    let result = try Sandboxing.enter(config, logger: logger)
+    try Sandboxing.dropCapabilities(config, logger: logger)
+    // Before the filter, as in the daemon, which reads its groups when it opens the share.
+    if let id = switchTo { say("switch \(id): \(switchCredentialsAndBack(id))") }
+    try Sandboxing.installSeccomp(config, logger: logger)
 
     // What this process sees from inside, read through the kept /proc/self/fd.
     var selfRoot = "?"
@@ -152,3 +163,17 @@ if forbidden {
 var byte: UInt8 = 0
 while read(0, &byte, 1) > 0 {}
 exit(0)
+
+/// The daemon's per-request identity change and its undoing, as in Passthrough's Credentials.
+func switchCredentialsAndBack(_ id: UInt32) -> String {
+    let uid = Sys.geteuid(), gid = Sys.getegid()
+    let groups = (try? Sys.getgroups()) ?? []
+    let keep = UInt32.max
+    do { try Sys.threadSetgroups([]) } catch { return "setgroups \(error)" }
+    do { try Sys.threadSetresgid(keep, id, keep) } catch { return "setresgid \(error)" }
+    do { try Sys.threadSetresuid(keep, id, keep) } catch { return "setresuid \(error)" }
+    do { try Sys.threadSetresuid(keep, uid, keep) } catch { return "restore uid \(error)" }
+    do { try Sys.threadSetresgid(keep, gid, keep) } catch { return "restore gid \(error)" }
+    do { try Sys.threadSetgroups(groups) } catch { return "restore groups \(error)" }
+    return "ok"
+}

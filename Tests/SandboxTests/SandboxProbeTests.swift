@@ -215,14 +215,51 @@ final class SandboxProbeTests: XCTestCase {
                                      "--uid-map", ":0:100000:65536:", "--gid-map", ":0:100000:65536:"])
         defer { probe.finish() }
         let fields = try probe.readyFields()
-        XCTAssertEqual(fields["uid"], "65534", "host root is not in the map, so it shows as the overflow id")
+        XCTAssertEqual(fields["uid"], "0", "host root is not in the map, so the daemon serves as the namespace's root")
         let serving = try XCTUnwrap(probe.servingPID())
         XCTAssertNotEqual(try nsLink(serving, "user"), try nsLink(getpid(), "user"))
         XCTAssertEqual(try idMap(serving, "uid_map"), ["0", "100000", "65536"])
         XCTAssertEqual(try idMap(serving, "gid_map"), ["0", "100000", "65536"])
         // Written with CAP_SETGID from outside, so per-request setgroups keeps working.
         XCTAssertEqual(try idMap(serving, "setgroups"), ["allow"])
+        // Seen from the host, the serving process is the mapped root.
+        let status = try procStatus(serving)
+        XCTAssertEqual(status["Uid"]?.split(separator: "\t").first.map(String.init), "100000")
+        XCTAssertEqual(status["Gid"]?.split(separator: "\t").first.map(String.init), "100000")
+        XCTAssertEqual(status["Groups"] ?? "", "", "host root's groups are not in the map and are dropped")
         try assertRestricted(serving, capabilities: Self.keptMask)
+    }
+
+    /// libvirt's <idmap> in system mode hands root maps that do not cover root. Serving as
+    /// the overflow id 65534, the daemon could switch to a guest caller's id but not back
+    /// (EINVAL: 65534 is not mapped here), which ended the daemon under a running guest.
+    func testRootWithMapsCanUndoARequestsIdentityChange() throws {
+        let probe = try Probe.start(["--mode", "namespace", "--share", share,
+                                     "--uid-map", ":0:100000:1000:", "--gid-map", ":0:100000:1000:",
+                                     "--switch-creds", "10"])
+        defer { probe.finish() }
+        XCTAssertEqual(try probe.readLine(), "switch 10: ok")
+        XCTAssertEqual(try probe.readyFields()["uid"], "0")
+    }
+
+    func testRootMayGiveSeveralRanges() throws {
+        let probe = try Probe.start(["--mode", "namespace", "--share", share,
+                                     "--uid-map", ":0:100000:1:", "--uid-map", ":1:200001:999:",
+                                     "--gid-map", ":0:100000:1:", "--gid-map", ":1:200001:999:"])
+        defer { probe.finish() }
+        XCTAssertEqual(try probe.readyFields()["uid"], "0")
+        let serving = try XCTUnwrap(probe.servingPID())
+        XCTAssertEqual(try idMap(serving, "uid_map"), ["0", "100000", "1", "1", "200001", "999"])
+        XCTAssertEqual(try idMap(serving, "gid_map"), ["0", "100000", "1", "1", "200001", "999"])
+    }
+
+    func testOverlappingRangesAreRefusedBeforeAnythingIsWritten() throws {
+        let probe = try Probe.start(["--mode", "namespace", "--share", share,
+                                     "--uid-map", ":0:100000:10:", "--uid-map", ":5:300000:10:"])
+        let (output, reason, status) = probe.waitForExit()
+        XCTAssertEqual(reason, .exit)
+        XCTAssertEqual(status, 3)
+        XCTAssertTrue(output.contains("invalid id map :5:300000:10:: its namespace ids overlap those of :0:100000:10:"), output)
     }
 
     func testUnprivilegedMayMapItsOwnIDToRoot() throws {
@@ -235,13 +272,37 @@ final class SandboxProbeTests: XCTestCase {
         XCTAssertEqual(try idMap(serving, "setgroups"), ["deny"])
     }
 
-    func testUnprivilegedCannotMapOtherIDs() throws {
+    /// What libvirt 11 passes in session mode: the user's own id as root, then its
+    /// subordinate range. Needs newuidmap/newgidmap and a subuid/subgid entry for uid 1000.
+    func testUnprivilegedSubordinateRangesGoThroughNewuidmap() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/newuidmap"),
+                          "needs newuidmap (Debian package uidmap)")
+        try XCTSkipUnless(hasSubordinateIDs(uid: 1000), "needs a range for uid 1000 in /etc/subuid and /etc/subgid")
+        let (first, count) = try XCTUnwrap(subordinateRange(uid: 1000))
+        let range = ":1:\(first):\(min(count, 65536)):"
         let probe = try Probe.start(["--mode", "namespace", "--share", share, "--as-uid", "1000",
-                                     "--uid-map", ":0:100000:65536:"])
+                                     "--uid-map", ":0:1000:1:", "--uid-map", range,
+                                     "--gid-map", ":0:1000:1:", "--gid-map", range, "--switch-creds", "5"])
+        defer { probe.finish() }
+        XCTAssertEqual(try probe.readLine(), "switch 5: ok", "a guest user's id is usable")
+        XCTAssertEqual(try probe.readyFields()["uid"], "0")
+        let serving = try XCTUnwrap(probe.servingPID())
+        XCTAssertEqual(try idMap(serving, "uid_map"), ["0", "1000", "1", "1", "\(first)", "\(min(count, 65536))"])
+        XCTAssertEqual(try idMap(serving, "gid_map"), ["0", "1000", "1", "1", "\(first)", "\(min(count, 65536))"])
+        try assertRestricted(serving, capabilities: Self.keptMask)
+    }
+
+    func testUnprivilegedCannotMapIDsItWasNotGiven() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/newuidmap"),
+                          "needs newuidmap (Debian package uidmap)")
+        // 3000000 is nobody's subordinate range here.
+        let probe = try Probe.start(["--mode", "namespace", "--share", share, "--as-uid", "1000",
+                                     "--uid-map", ":0:3000000:65536:"])
         let (output, reason, status) = probe.waitForExit()
         XCTAssertEqual(reason, .exit)
         XCTAssertEqual(status, 3)
-        XCTAssertTrue(output.contains("writing /proc/self/uid_map: Operation not permitted"), output)
+        XCTAssertTrue(output.contains("/usr/bin/newuidmap") && output.contains("0 3000000 65536 failed")
+                      && output.contains("/etc/subuid"), output)
     }
 
     func testUnprivilegedChrootIsAClearError() throws {
@@ -452,3 +513,20 @@ enum ProbeError: Error {
     case endOfOutput(String)
     case notReady(String)
 }
+
+/// The first subordinate range of `uid`'s user in /etc/subuid, if it has one in both files.
+func subordinateRange(uid: uid_t) -> (UInt32, UInt32)? {
+    guard let entry = getpwuid(uid), let name = String(validatingCString: entry.pointee.pw_name) else { return nil }
+    func first(_ file: String) -> (UInt32, UInt32)? {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":")
+            if fields.count == 3, fields[0] == name, let a = UInt32(fields[1]), let n = UInt32(fields[2]) { return (a, n) }
+        }
+        return nil
+    }
+    guard let uidRange = first("/etc/subuid"), let gidRange = first("/etc/subgid"), uidRange == gidRange else { return nil }
+    return uidRange
+}
+
+func hasSubordinateIDs(uid: uid_t) -> Bool { subordinateRange(uid: uid) != nil }

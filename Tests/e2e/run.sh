@@ -10,8 +10,13 @@
 # daemon and both result columns are printed side by side.
 #
 # Configurations: auto none always-writeback xattr xattrmap mq2 (default: all of them), and
-# fd-limit (only on request: the daemon gets RLIMIT_NOFILE 8192 and the guest stats
-# 12000 host files).
+# on request: fd-limit (the daemon gets RLIMIT_NOFILE 8192 and the guest stats 12000 host
+# files); idmap (root daemon in a user namespace, --uid-map/--gid-map :0:100000:65536:, as
+# libvirt's <idmap> in system mode); idmap-user (the daemon as uid 1000 with the two
+# ranges libvirt's session mode passes, its own id and its subordinate ids: needs
+# newuidmap and a subuid/subgid entry for uid 1000); translate (root daemon, no user
+# namespace, --translate-uid/--translate-gid map:0:100000:65536). In the identity
+# configurations every id the guest writes must land on the host as its mapped id.
 # Exit status: 0 when no check of --daemon failed, 1 otherwise, 2 on usage errors.
 # Environment: E2E_BOOT_TIMEOUT (seconds per boot, default 180), E2E_KEEP=1 keeps the
 # work directory, TMPDIR chooses where shared directories live (needs xattrs and holes).
@@ -20,7 +25,7 @@ source "$(dirname "$0")/lib.sh"
 
 ALL_CONFIGS="auto none none-nokillpriv always-writeback xattr xattrmap mq2"
 # Run only when asked for (--config fd-limit): slow, and meant to show a limit.
-EXTRA_CONFIGS="fd-limit"
+EXTRA_CONFIGS="fd-limit idmap idmap-user translate"
 # The fd-limit daemon runs with this RLIMIT_NOFILE (soft and hard), and the tree has
 # BIG_TREE_DIRS x 1000 files, more than that, whatever the host's own limits are.
 FD_LIMIT=8192
@@ -60,8 +65,36 @@ config_daemon_opts() {
         xattrmap) echo "cache=auto,xattrmap=:prefix:all::user.virtiofs.::bad:all:::" ;;
     esac
 }
+# The user the idmap-user daemon runs as, and the first of its subordinate ids.
+IDMAP_USER=1000
+subordinate_base() { # FILE -> first subordinate id of IDMAP_USER's name, or nothing
+    local name
+    name=$(getent passwd "$IDMAP_USER" | cut -d: -f1)
+    [ -n "$name" ] && awk -F: -v n="$name" '$1 == n && $3 >= 65536 { print $2; exit }' "$1" 2>/dev/null
+}
+SUB_UID=$(subordinate_base /etc/subuid)
+SUB_GID=$(subordinate_base /etc/subgid)
+# host_id CONFIG KIND GUEST_ID -> the host id a guest uid/gid (KIND u or g) lands as.
+host_id() {
+    case "$1" in
+        idmap|translate) echo $((100000 + $3)) ;;
+        idmap-user)
+            local base=$SUB_UID
+            [ "$2" = g ] && base=$SUB_GID
+            if [ "$3" = 0 ]; then echo "$IDMAP_USER"; else echo $((base + $3 - 1)); fi ;;
+        *) echo "$3" ;;
+    esac
+}
 # Long options beyond -o: a daemon offers a second request queue only when asked.
-config_daemon_args() { [ "$1" = mq2 ] && echo "--num-request-queues=2" || true; }
+config_daemon_args() {
+    case "$1" in
+        mq2) echo "--num-request-queues=2" ;;
+        idmap) echo "--uid-map=:0:100000:65536: --gid-map=:0:100000:65536:" ;;
+        idmap-user) echo "--uid-map=:0:$IDMAP_USER:1: --uid-map=:1:$SUB_UID:65536:" \
+                         "--gid-map=:0:$IDMAP_USER:1: --gid-map=:1:$SUB_GID:65536: --sandbox=namespace" ;;
+        translate) echo "--translate-uid=map:0:100000:65536 --translate-gid=map:0:100000:65536" ;;
+    esac
+}
 config_device() { [ "$1" = mq2 ] && echo "num-request-queues=2" || true; }
 config_checks() {
     case "$1" in
@@ -82,14 +115,16 @@ verify_host() {
     local d=$1/for-host config=$2
     if [ ! -d "$d" ]; then host_check for_host_dir FAIL "for-host/ missing"; return; fi
     local f=$d/guest-wrote.txt
-    if [ "$(cat "$f" 2>/dev/null)" = "written by the guest" ] && [ "$(stat -c '%a %u:%g' "$f")" = "640 1234:5678" ]; then
+    local root_ids="$(host_id "$config" u 0):$(host_id "$config" g 0)"
+    if [ "$(cat "$f" 2>/dev/null)" = "written by the guest" ] &&
+       [ "$(stat -c '%a %u:%g' "$f")" = "640 $(host_id "$config" u 1234):$(host_id "$config" g 5678)" ]; then
         host_check guest_file PASS
     else
         host_check guest_file FAIL "content/mode/owner: $(stat -c '%a %u:%g %s' "$f" 2>&1)"
     fi
     if [ "$(stat -c '%F %a' "$d/guest-dir" 2>/dev/null)" = "directory 750" ] &&
        [ "$(cat "$d/guest-dir/inner.txt" 2>/dev/null)" = inner ] &&
-       [ "$(stat -c '%a %u' "$d/guest-dir/inner.txt")" = "600 0" ]; then
+       [ "$(stat -c '%a %u' "$d/guest-dir/inner.txt")" = "600 $(host_id "$config" u 0)" ]; then
         host_check guest_dir PASS
     else
         host_check guest_dir FAIL "$(stat -c '%F %a' "$d/guest-dir" "$d/guest-dir/inner.txt" 2>&1 | tr '\n' ' ')"
@@ -114,8 +149,9 @@ verify_host() {
         host_check mtime PASS || host_check mtime FAIL "mtime $(stat -c %Y "$d/dated.txt" 2>&1)"
     [ "$(cat "$d/truncated.txt" 2>/dev/null)" = 0123 ] && [ "$(stat -c %s "$d/truncated.txt")" = 4 ] &&
         host_check truncate PASS || host_check truncate FAIL "$(stat -c %s "$d/truncated.txt" 2>&1) bytes"
-    # Files the guest's root created belong to root on the host (credentials pass through).
-    [ "$(stat -c %u:%g "$d/after-rename.txt" 2>/dev/null)" = 0:0 ] &&
+    # Files the guest's root created belong to root on the host (credentials pass through),
+    # or to the id root is mapped or translated to.
+    [ "$(stat -c %u:%g "$d/after-rename.txt" 2>/dev/null)" = "$root_ids" ] &&
         host_check owner_root PASS || host_check owner_root FAIL "owner $(stat -c %u:%g "$d/after-rename.txt" 2>&1)"
     if [ -f "$d/big.bin" ] && cmp -s <("$CHECKS_HOST" --pattern 8388608) "$d/big.bin"; then
         host_check big_file PASS
@@ -153,7 +189,23 @@ run_config() {
         echo "boot N/A this daemon has a single request queue (QEMU's C virtiofsd)" >>"$results"
         return
     fi
+    if [ "$config" = idmap-user ]; then
+        if [ -z "$SUB_UID" ] || [ -z "$SUB_GID" ] || ! command -v newuidmap >/dev/null; then
+            echo "boot N/A needs newuidmap (package uidmap) and 65536 subordinate ids for uid $IDMAP_USER in /etc/subuid and /etc/subgid" >>"$results"
+            return
+        fi
+        # The unprivileged daemon must reach the share and create its socket.
+        chmod 0711 "$E2E_TMP"
+        mkdir -p "$base.run"
+        chown "$IDMAP_USER:$IDMAP_USER" "$base.run"
+        sock=$base.run/sock
+    fi
     e2e_populate_shared "$shared"
+    case "$config" in
+        # The guest's root must own its share, as an administrator would arrange.
+        idmap|idmap-user|translate) chown -R "$(host_id "$config" u 0):$(host_id "$config" g 0)" "$shared"
+                                    chmod 04755 "$shared/suid-file" ;;
+    esac
     if [ "$config" = fd-limit ]; then
         local i
         for i in $(seq -w 0 $((BIG_TREE_DIRS - 1))); do
@@ -164,6 +216,7 @@ run_config() {
     local start=$SECONDS
     local E2E_DAEMON_PREFIX=""
     [ "$config" = fd-limit ] && E2E_DAEMON_PREFIX="prlimit --nofile=$FD_LIMIT:$FD_LIMIT"
+    [ "$config" = idmap-user ] && E2E_DAEMON_PREFIX="setpriv --reuid=$IDMAP_USER --regid=$IDMAP_USER --clear-groups"
     if ! e2e_start_daemon "$bin" "$sock" "$shared" "$(config_daemon_opts "$config")" "$base.daemon.log" "$(config_daemon_args "$config")"; then
         echo "boot FAIL daemon did not start: $(tail -n 1 "$base.daemon.log")" >>"$results"
         e2e_stop_daemon
@@ -193,6 +246,12 @@ run_config() {
     fi
     echo "boot PASS ${secs}s" >>"$results"
     grep -a -o 'CHECK [a-z0-9_]* [A-Z]* .*' "$console" | sed 's/^CHECK //' >>"$results"
+    case "$config" in
+        # The host kernel keeps setuid on a write only for a writer with CAP_FSETID in
+        # its initial user namespace: from any other, even as the file's owner, it clears it.
+        idmap|idmap-user)
+            sed -i 's/^suid_kept_root_write FAIL .*/suid_kept_root_write SKIP the host kernel clears setuid on every write from a user namespace/' "$results" ;;
+    esac
     if [ -n "$DAEMON_DIED" ]; then
         echo "daemon_alive FAIL daemon exited under the running guest: $(tail -n 1 "$base.daemon.log")" >>"$results"
     fi

@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
+// POSIX ACL xattr layout and tags (ACL_USER, ACL_GROUP, POSIX_ACL_XATTR_VERSION).
+#include <linux/posix_acl.h>
+#include <linux/posix_acl_xattr.h>
 
 extern const int CVFS_XATTR_CREATE;
 extern const int CVFS_XATTR_REPLACE;
