@@ -27,6 +27,8 @@ public final class PassthroughFileSystem: FileSystem {
     /// RLIMIT_NOFILE as seen at start (or the configured stand-in, for tests).
     let descriptorLimit: Int
     let credentials = Credentials()
+    /// SETLKW requests waiting for their lock.
+    let lockWaits: LockWaits
     /// The INIT flags in force after negotiation.
     let negotiated = Atomic<UInt64>(0)
     let timeout: Timeout
@@ -44,6 +46,7 @@ public final class PassthroughFileSystem: FileSystem {
         self.configuration = configuration
         self.logger = logger
         self.xattrNames = xattrNames
+        lockWaits = LockWaits(logger: logger, limit: configuration.maxLockWaits)
         if let xattrNames,
            case .rename(let bytes) = Array("security.capability".utf8).withUnsafeBufferPointer({ xattrNames.mapClientName($0) }) {
             remappedCapabilityName = bytes.map { CChar(bitPattern: $0) } + [0]

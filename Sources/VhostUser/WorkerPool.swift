@@ -99,14 +99,17 @@ struct PendingChain {
     var readableBytes: Int
     var writableSegments: Int
     var writableBytes: Int
-    var used: UInt32
+    /// The used length once handled; nil while not handled, or when detached.
+    var used: UInt32?
 }
 
-/// The chains one queue thread hands to the pool at once, and their results.
+/// The chains one queue thread takes off its ring at once, the iovec storage
+/// they are walked into (owned here, freed with the batch), and their results.
 ///
-/// Synchronisation: the queue thread fills `chains` before submitting; each
-/// pool job writes only its own entry; the queue thread reads the results after
-/// `done` is posted by the job that brings `remaining` to zero.
+/// Synchronisation: the queue thread fills `chains` and either handles them
+/// itself or submits them to the pool; each pool job writes only its own
+/// entry; the queue thread reads the results after `done` is posted by the
+/// job that brings `remaining` to zero.
 final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable {
     let handler: Handler
     let queueIndex: Int
@@ -116,10 +119,16 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
     var count = 0
     let remaining = Atomic<Int>(0)
     let done = Semaphore()
+    /// Where detached chains' replies go, and the memory their buffers lie in
+    /// (fixed for the queue thread's life: a new table restarts it).
+    let replies: LateReplies
+    let memory: GuestMemory
 
-    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int) {
+    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int, replies: LateReplies, memory: GuestMemory) {
         self.handler = handler
         self.queueIndex = queueIndex
+        self.replies = replies
+        self.memory = memory
         // Room for one chain of the longest legal length plus many short ones.
         segments = .allocate(capacity: SplitQueue.storageCapacity(queueSize: queueSize) + 1024)
         chains = .allocate(capacity: max(maxChains, 1))
@@ -130,12 +139,20 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
         chains.deallocate()
     }
 
-    func run(_ index: Int) {
+    /// Handles chain `index` on the calling thread.
+    @inline(__always)
+    func handle(_ index: Int) {
         guard index < count, let base = segments.baseAddress else { return }
         let c = chains[index]
         chains[index].used = handler.handleChain(queueIndex: queueIndex, segments: base + c.offset,
                                                  readableSegments: c.readableSegments, readableBytes: c.readableBytes,
-                                                 writableSegments: c.writableSegments, writableBytes: c.writableBytes)
+                                                 writableSegments: c.writableSegments, writableBytes: c.writableBytes,
+                                                 detachTarget: DetachTarget(head: c.head, replies: replies, memory: memory))
+    }
+
+    /// A pool thread's job: handle chain `index`, and wake the queue thread after the last.
+    func run(_ index: Int) {
+        handle(index)
         if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             done.post()
         }
