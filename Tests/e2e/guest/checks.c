@@ -874,7 +874,10 @@ static int lock_wait_case(const char *path, int use_flock) {
             if (read(report[0], &e, sizeof e) != sizeof e) r = fail("lost the waiter's report");
             else if (e != EINTR)
                 r = fail("a signal ended the wait with errno %d (%s)", e, e == 512 ? "ERESTARTSYS leaked" : strerror(e));
-            else interrupted = 1;
+            else {
+                interrupted = 1;
+                snprintf(detail, sizeof detail, "the signal ended the wait with EINTR");
+            }
         }
     }
     // The holder lets go: the waiter gets the lock.
@@ -889,6 +892,7 @@ static int lock_wait_case(const char *path, int use_flock) {
             r = fail("the waiter never got the lock after it was released");
         else if (e == 512) r = fail("the wait ended with errno 512 (ERESTARTSYS leaked)");
         else if (e != 0 && e != EINTR) r = fail("the wait ended with %s", strerror(e));
+        else snprintf(detail, sizeof detail, "%s after the release", e == 0 ? "granted" : "EINTR");
     }
     close(report[0]);
     close(fd);
