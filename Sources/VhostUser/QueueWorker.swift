@@ -216,7 +216,10 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
                 if let used = batch.chains[i].used { queue.push(head: batch.chains[i].head, length: used) }
             }
             if let ringError { throw ringError }
-            if batch.count == room || taken >= limit { continue }
+            // A full batch (or full storage): more may wait, unless this drain took its share.
+            let full = batch.count == room || offset + chainRoom > batch.segments.count
+            if full && taken < limit { continue }
+            if taken >= limit && queue.pendingCount > 0 { return }
             guard queue.rearmAndLookAgain() else { return }
         }
     }

@@ -236,6 +236,23 @@ final class VirtqueueTests: XCTestCase {
         XCTAssertEqual(ring.usedIndex, UInt16(truncatingIfNeeded: handler.handled))
     }
 
+    func testDrainOfExactlyOneRingsWorthReturnsOnceTheRingIsEmpty() throws {
+        // Taking the most one drain may take and then finding the ring empty ends the
+        // drain (it once looped forever there, with nothing left to pop).
+        for eventIndex in [false, true] {
+            let guest = try FakeGuest()
+            let ring = FakeRing(guest: guest, size: 8)
+            let worker = try ring.makeWorker(EchoHandler(), eventIndex: eventIndex)
+            for i in 0..<8 {
+                ring.setDescriptor(i, address: ring.dataArea + UInt64(i) * 64, length: 8, flags: 2)
+                ring.makeAvailable(UInt16(i))
+            }
+            worker.processBatch()
+            XCTAssertEqual(ring.usedIndex, 8, "event index \(eventIndex)")
+            XCTAssertEqual(worker.queue.pendingCount, 0)
+        }
+    }
+
     func testIndicesWrapAround16Bits() throws {
         let worker = try ring.makeWorker(EchoHandler())
         worker.queue.lastAvailable = 0xffff
