@@ -75,21 +75,24 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
         self.thread = nil
     }
 
-    /// After a batch the thread keeps watching the ring this long before it
-    /// sleeps: a guest doing one request at a time posts the next within
-    /// microseconds, while waking a sleeping thread through the kick eventfd costs
-    /// tens of them. Bounded, so an idle queue costs nothing.
-    static var spinNanoseconds: UInt64 { 40_000 }
+    /// How long to watch the ring after a batch before sleeping, learned as it goes.
+    private var spin = SpinPolicy()
 
     /// True when chains became available within the spin window.
     private func spinUntilAvailable() -> Bool {
         guard !broken else { return false }
-        let deadline = Sys.monotonicNanoseconds() &+ Self.spinNanoseconds
+        let window = spin.nextWindow()
+        guard window > 0 else { return false }
+        let deadline = Sys.monotonicNanoseconds() &+ window
         repeat {
-            if queue.pendingCount > 0 { return true }
+            if queue.pendingCount > 0 {
+                spin.record(found: true, window: window)
+                return true
+            }
             // Leave the CPU to the frontend if it shares ours.
             sched_yield()
         } while Sys.monotonicNanoseconds() < deadline
+        spin.record(found: false, window: window)
         return false
     }
 
@@ -221,6 +224,43 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
             if full && taken < limit { continue }
             if taken >= limit && queue.pendingCount > 0 { return }
             guard queue.rearmAndLookAgain() else { return }
+        }
+    }
+}
+
+/// How long a queue thread watches its ring after a batch before it sleeps on the
+/// kick eventfd. A guest doing one request at a time posts the next within
+/// microseconds, while waking a sleeping thread costs tens of them, so watching
+/// pays; for a guest whose requests come further apart it only burns a core.
+/// So the window starts at `maximum`, halves each time watching finds nothing and
+/// doubles (up to `maximum`) each time it finds work; below `minimum` watching
+/// stops, and is tried again for `minimum` once every `probeInterval` sleeps, so a
+/// guest that becomes busy is noticed.
+struct SpinPolicy {
+    static let maximum: UInt64 = 40_000
+    static let minimum: UInt64 = 5_000
+    static let probeInterval = 16
+
+    /// The window of the next look; 0 while watching is off.
+    private(set) var window = SpinPolicy.maximum
+    private var sleepsSinceProbe = 0
+
+    /// How long to watch now (0: sleep at once).
+    mutating func nextWindow() -> UInt64 {
+        if window > 0 { return window }
+        sleepsSinceProbe += 1
+        guard sleepsSinceProbe >= Self.probeInterval else { return 0 }
+        sleepsSinceProbe = 0
+        return Self.minimum
+    }
+
+    /// After watching for `watched` nanoseconds: whether work came within it.
+    mutating func record(found: Bool, window watched: UInt64) {
+        if found {
+            window = min(max(watched, Self.minimum) * 2, Self.maximum)
+        } else {
+            let half = watched / 2
+            window = half < Self.minimum ? 0 : half
         }
     }
 }
