@@ -23,7 +23,7 @@ struct GuestBuffer: Equatable {
 ///
 /// Synchronisation: `state` is behind a mutex; `eventFD` is an eventfd the queue
 /// thread polls beside its kick fd, written once per reply posted.
-public final class LateReplies: @unchecked Sendable {
+final class LateReplies: @unchecked Sendable {
     struct Ready {
         var head: UInt16
         var buffers: [GuestBuffer]
@@ -117,7 +117,7 @@ final class ChainLateReply: LateReplyDestination {
         self.capacity = capacity
     }
 
-    public func send(_ reply: UnsafeRawBufferPointer) -> Bool {
+    func send(_ reply: UnsafeRawBufferPointer) -> Bool {
         guard reply.count <= capacity, !sent.exchange(true, ordering: .acquiringAndReleasing) else { return false }
         return replies.post(LateReplies.Ready(head: head, buffers: buffers, reply: Array(reply)))
     }

@@ -141,19 +141,25 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     /// Writes late replies, drains `queue` and notifies the driver; false when
     /// the ring indices are corrupt.
     private func processBatch(_ queue: inout SplitQueue, lateReplies: Bool) -> Bool {
-        let before = queue.nextUsed
+        var notified = queue.nextUsed
         var healthy = true
         if lateReplies { _ = LateReplies.complete(replies.take(), on: &queue) }
         do {
-            try drain(&queue)
+            try drain(&queue, notified: &notified)
         } catch {
             healthy = false
             logger.error("queue \(queueIndex): ring indices corrupt, queue stopped until reset: \(error)")
         }
-        if queue.nextUsed != before, queue.needsNotification(since: before), let callFD {
-            try? Sys.eventfdSignal(callFD)
-        }
+        notifyIfNeeded(&queue, since: &notified)
         return healthy
+    }
+
+    /// Signals the call eventfd if the driver wants to hear of the used entries
+    /// pushed since `mark` (EVENT_IDX or the NO_INTERRUPT flag decide), then moves `mark`.
+    private func notifyIfNeeded(_ queue: inout SplitQueue, since mark: inout UInt16) {
+        guard queue.nextUsed != mark else { return }
+        if queue.needsNotification(since: mark), let callFD { try? Sys.eventfdSignal(callFD) }
+        mark = queue.nextUsed
     }
 
     private func logMalformed(_ error: ChainError) {
@@ -172,7 +178,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     /// With EVENT_IDX, re-arms avail_event and looks again so no kick is lost.
     /// Stops after `maxChainsPerDrain` chains with the rest still pending, which
     /// `run` finds by looking at the ring once it has looked for a stop request.
-    private func drain(_ queue: inout SplitQueue) throws(RingError) {
+    private func drain(_ queue: inout SplitQueue, notified: inout UInt16) throws(RingError) {
         let chainRoom = SplitQueue.storageCapacity(queueSize: queue.size)
         let limit = SplitQueue.maxChainsPerDrain(queueSize: queue.size)
         var taken = 0
@@ -211,12 +217,19 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
                 }
             }
             if pooled, let pool {
-                batch.runAll(on: pool)
+                // Each chain is returned as soon as its pool job is done, in the order they
+                // finish, and the driver is told whenever this thread has nothing more to
+                // push: a slow chain holds up no other's reply.
+                batch.runAll(on: pool, completed: { i in
+                    if let used = batch.chains[i].used { queue.push(head: batch.chains[i].head, length: used) }
+                }, idle: {
+                    notifyIfNeeded(&queue, since: &notified)
+                })
             } else {
-                for i in 0..<batch.count { batch.handle(i) }
-            }
-            for i in 0..<batch.count {
-                if let used = batch.chains[i].used { queue.push(head: batch.chains[i].head, length: used) }
+                for i in 0..<batch.count {
+                    batch.handle(i)
+                    if let used = batch.chains[i].used { queue.push(head: batch.chains[i].head, length: used) }
+                }
             }
             if let ringError { throw ringError }
             // A full batch (or full storage): more may wait, unless this drain took its share.
