@@ -76,11 +76,14 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     }
 
     /// How long to watch the ring after a batch before sleeping, learned as it goes.
-    private var spin = SpinPolicy()
+    var spin = SpinPolicy()
 
-    /// True when chains became available within the spin window.
+    /// True when chains are available now or became so within the spin window.
     private func spinUntilAvailable() -> Bool {
         guard !broken else { return false }
+        // A drain that took its share returns with chains still pending, for which no
+        // kick will come: look once whatever the window, or they would wait forever.
+        if queue.pendingCount > 0 { return true }
         let window = spin.nextWindow()
         guard window > 0 else { return false }
         let deadline = Sys.monotonicNanoseconds() &+ window
@@ -256,6 +259,15 @@ struct SpinPolicy {
 
     /// The window of the next look; 0 while watching is off.
     private(set) var window = SpinPolicy.maximum
+
+    init() {}
+
+    /// A policy whose watching starts off (for tests).
+    static var off: SpinPolicy {
+        var policy = SpinPolicy()
+        policy.window = 0
+        return policy
+    }
     private var sleepsSinceProbe = 0
 
     /// How long to watch now (0: sleep at once).

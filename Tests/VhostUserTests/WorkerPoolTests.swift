@@ -180,4 +180,35 @@ final class WorkerPoolTests: XCTestCase {
         _ = Glibc.shutdown(f.socket, Int32(SHUT_WR))
         serving.waitFinished()
     }
+
+    func testChainsLeftPendingByABoundedDrainAreServedWithoutAKickWhenSpinningIsOff() throws {
+        // Each handled chain makes another available (no kick), so one drain stops at a
+        // ring's worth with chains pending; the thread must serve them even when it no
+        // longer spins before sleeping (it once slept with them pending).
+        final class Reposter: VirtqueueHandler, @unchecked Sendable {
+            let ring: FakeRing
+            let total: Int
+            var handled = 0
+            init(_ ring: FakeRing, total: Int) { self.ring = ring; self.total = total }
+            func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32 {
+                handled += 1
+                if handled < total { ring.makeAvailable(0) }
+                return 0
+            }
+        }
+        let ring = FakeRing(guest: try FakeGuest(), size: 8)
+        let kick = try Sys.eventfd(), call = try Sys.eventfd()
+        defer { Sys.close(kick); Sys.close(call) }
+        let handler = Reposter(ring, total: 40)
+        let worker = try QueueWorker(queueIndex: 1, queue: ring.makeQueue(), kickFD: kick, callFD: call,
+                                     handler: handler, logger: .discarding)
+        worker.spin = .off
+        ring.setDescriptor(0, address: ring.dataArea, length: 8, flags: 2)
+        ring.makeAvailable(0)
+        try worker.start()
+        defer { worker.stop() }
+        let deadline = Sys.monotonicNanoseconds() + 10_000_000_000
+        while ring.usedIndex < 40 && Sys.monotonicNanoseconds() < deadline { usleep(1000) }
+        XCTAssertEqual(ring.usedIndex, 40)
+    }
 }
