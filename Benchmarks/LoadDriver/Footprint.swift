@@ -57,6 +57,22 @@ func processTree(_ root: pid_t) -> [pid_t] {
     return tree
 }
 
+/// User plus system CPU time of `root` and its descendants, in nanoseconds
+/// (/proc/PID/stat utime and stime, clock ticks).
+func processTreeCPUNanoseconds(_ root: pid_t) -> UInt64 {
+    let ticksPerSecond = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+    var ticks: UInt64 = 0
+    for pid in processTree(root) {
+        let text = String(decoding: readAll("/proc/\(pid)/stat"), as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { continue }
+        // After "(comm)": state is field 3, utime 14 and stime 15.
+        let rest = text[text.index(after: close)...].split(separator: " ")
+        guard rest.count > 12, let user = UInt64(rest[11]), let system = UInt64(rest[12]) else { continue }
+        ticks += user + system
+    }
+    return ticks * 1_000_000_000 / ticksPerSecond
+}
+
 /// What `--footprint` reports for one daemon.
 struct FootprintResult {
     var binaryBytes = 0

@@ -6,6 +6,13 @@ struct CellResult {
     /// Per-operation latencies in nanoseconds.
     var latencies: [UInt64] = []
     var error: String?
+    /// The daemon's CPU time (user + system, all its processes) over the run; nil where not measured.
+    var cpuNanoseconds: UInt64?
+
+    var cpuMicrosecondsPerOperation: Double? {
+        guard let cpu = cpuNanoseconds, operations > 0 else { return nil }
+        return Double(cpu) / 1000 / Double(operations)
+    }
 
     var opsPerSecond: Double { seconds > 0 ? Double(operations) / seconds : 0 }
     var megabytesPerSecond: Double { seconds > 0 ? Double(operations * bytesPerOperation) / seconds / 1e6 : 0 }

@@ -61,7 +61,7 @@ final class VirtioSession {
 
     /// Keeps `depth` operations in flight for `seconds`; each slot starts its next
     /// operation as soon as its previous one (all of its steps) completes.
-    func run(_ operation: Operation, depth: Int, seconds: Double) -> CellResult {
+    func run(_ operation: Operation, depth: Int, seconds: Double, paceMicroseconds: Int = 0) -> CellResult {
         var result = CellResult(bytesPerOperation: operation.bytes)
         result.latencies.reserveCapacity(1 << 20)
         let fillByte: UInt8 = 0xa5
@@ -109,6 +109,7 @@ final class VirtioSession {
         default: stepsPerOperation = 1
         }
 
+        let cpuBefore = processTreeCPUNanoseconds(daemon.pid)
         let start = Sys.monotonicNanoseconds()
         let deadline = start + UInt64(seconds * 1e9)
         do throws(FrontendError) {
@@ -139,6 +140,7 @@ final class VirtioSession {
                     } else {
                         result.operations += 1
                         result.latencies.append(now &- states[c.slot].started)
+                        if paceMicroseconds > 0 { Sys.sleep(nanoseconds: paceMicroseconds * 1000) }
                         if now < deadline { try begin(c.slot) }
                     }
                 }
@@ -151,6 +153,7 @@ final class VirtioSession {
             }
         }
         result.seconds = Double(Sys.monotonicNanoseconds() - start) / 1e9
+        result.cpuNanoseconds = processTreeCPUNanoseconds(daemon.pid) &- cpuBefore
         return result
     }
 }

@@ -12,6 +12,8 @@ struct Settings {
     var runReference = true
     var seconds = 2.0
     var depths = [1, 16]
+    /// Microseconds the driver waits after each completed operation before the next (0: none).
+    var paceMicroseconds = 0
     var operations = Operation.allCases
     var daemonArguments: [String] = []
     var footprint = false
@@ -20,10 +22,13 @@ struct Settings {
 func usage() -> Never {
     print("""
     usage: virtiofsd-bench [--daemon PATH] [--reference PATH | --no-reference] [--seconds S]
-                           [--depths 1,16] [--only OP[,OP...]] [--daemon-arg ARG]...
+                           [--depths 1,16] [--only OP[,OP...]] [--pace-us N] [--daemon-arg ARG]...
            virtiofsd-bench --footprint [--daemon PATH] [--reference PATH | --no-reference]
     Runs each operation at each depth for S seconds against: our daemon (--daemon),
-    the reference daemon, and plain syscalls. --footprint instead reports each
+    the reference daemon, and plain syscalls. --pace-us makes the driver wait N us after each
+    completed operation before it starts the next (a guest that is not busy all the time;
+    meant for depth 1). CPU us/op is the
+    daemon's user+system time (every process of it) per operation. --footprint instead reports each
     daemon's binary size and resident memory, idle and after a frontend connects. Operations: \(Operation.allCases.map(\.rawValue).joined(separator: ", "))
     """)
     exit(2)
@@ -56,6 +61,9 @@ func parseSettings() -> Settings {
             guard !ops.isEmpty else { usage() }
             settings.operations = ops
         case "--daemon-arg": settings.daemonArguments.append(value(arg))
+        case "--pace-us":
+            guard let n = Int(value(arg)), n >= 0 else { print("--pace-us needs a whole number"); usage() }
+            settings.paceMicroseconds = n
         case "--footprint": settings.footprint = true
         case "-h", "--help": usage()
         default: print("unknown argument \(arg)"); usage()
@@ -115,7 +123,7 @@ func runDaemon(_ target: Target, binary: String, extra: [String]) {
         guard let s = session else { break }
         print("  \(pad(label, 10)) \(pad(cell.operation.rawValue, 28)) depth \(pad(String(cell.depth), 2, right: true)) ...", terminator: "")
         fflush(nil)
-        let r = s.run(cell.operation, depth: cell.depth, seconds: settings.seconds)
+        let r = s.run(cell.operation, depth: cell.depth, seconds: settings.seconds, paceMicroseconds: settings.paceMicroseconds)
         print(r.error.map { " FAILED: \($0)" } ?? " \(fixed(r.opsPerSecond, 0)) ops/s")
         table[cell] = r
         if r.error != nil || !s.daemon.isRunning {
@@ -188,8 +196,9 @@ if Fixture.make(syscallDirectory) {
 
 print("")
 print(pad("operation", 30) + pad("depth", 6, right: true) + "  " + pad("target", 10) + pad("ops/s", 11, right: true)
-      + pad("MB/s", 10, right: true) + pad("p50 us", 10, right: true) + pad("p99 us", 10, right: true))
-print(String(repeating: "-", count: 89))
+      + pad("MB/s", 10, right: true) + pad("p50 us", 10, right: true) + pad("p99 us", 10, right: true)
+      + pad("CPU us/op", 11, right: true))
+print(String(repeating: "-", count: 100))
 for cell in cells {
     for target in Target.allCases {
         guard let r = results[target]?[cell] else { continue }
@@ -201,6 +210,7 @@ for cell in cells {
             line += pad(r.bytesPerOperation > 0 ? fixed(r.megabytesPerSecond, 1) : "-", 10, right: true)
             line += pad(fixed(r.quantileMicroseconds(0.5), 1), 10, right: true)
             line += pad(fixed(r.quantileMicroseconds(0.99), 1), 10, right: true)
+            line += pad(r.cpuMicrosecondsPerOperation.map { fixed($0, 1) } ?? "-", 11, right: true)
         }
         print(line)
     }

@@ -24,4 +24,16 @@ int cvfs_ignore_signal(int signo) {
     return sigaction(signo, &action, NULL);
 }
 
+static void cvfs_wakeup_handler(int signo) { (void)signo; }
+
+int cvfs_install_wakeup_handler(int signo) {
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = cvfs_wakeup_handler;
+    sigemptyset(&action.sa_mask);
+    /* No SA_RESTART: the point is that a blocking call returns EINTR. */
+    action.sa_flags = 0;
+    return sigaction(signo, &action, NULL);
+}
+
 int cvfs_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }

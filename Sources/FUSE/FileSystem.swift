@@ -295,8 +295,26 @@ public protocol FileSystem: Sendable {
 
     /// GETLK: the first lock that would conflict with `lock`, or `lock` with type F_UNLCK.
     func getlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock) throws(Errno) -> FileLock
-    /// SETLK / SETLKW (`wait`); `flock` is FUSE_LK_FLOCK (BSD flock rather than POSIX record lock).
+    /// SETLK: take or drop `lock` without waiting (EAGAIN when it conflicts); `flock` is
+    /// FUSE_LK_FLOCK (BSD flock rather than POSIX record lock). The dispatcher always
+    /// passes `wait` false and sends SETLKW to `setlkw`; `wait` true is for the default
+    /// `setlkw` of a filesystem that has no other way to wait.
     func setlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, wait: Bool, flock: Bool) throws(Errno)
+    /// SETLKW: like `setlk`, but a conflicting lock is waited for, without holding the
+    /// calling thread: try at once and return `.granted` (or throw) when no wait is
+    /// needed. Otherwise call `park()` once; it returns the request's completion, or
+    /// nil when the transport cannot answer late (then throw, e.g. ENOLCK). Having
+    /// one, return `.parked` and later call its `finish` exactly once: nil when
+    /// granted, EINTR when `interruptLockWait` names the request, another errno when
+    /// the wait fails. `finish` returning false means nobody can learn of the grant:
+    /// release the lock again. A bounded number of requests may be parked (ENOLCK
+    /// beyond). The guest kernel turns an EINTR answer into a restart unless a
+    /// signal is pending, so answer EINTR only for an interrupt.
+    func setlkw(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, flock: Bool,
+                park: () -> LockWaitCompletion?) throws(Errno) -> LockWaitOutcome
+    /// FUSE_INTERRUPT for request `unique`: if it is a parked lock wait, finish it with
+    /// EINTR (the guest has a signal pending). Anything else is not interruptible here.
+    func interruptLockWait(unique: UInt64)
 
     /// ACCESS: `mask` of R_OK/W_OK/X_OK/F_OK for the caller.
     func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno)
@@ -344,6 +362,13 @@ extension FileSystem {
     public func fsyncdir(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) { throw .noSys }
     public func getlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock) throws(Errno) -> FileLock { throw .noSys }
     public func setlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, wait: Bool, flock: Bool) throws(Errno) { throw .noSys }
+    /// By default SETLKW is `setlk` with `wait` true, answered before returning.
+    public func setlkw(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, flock: Bool,
+                       park: () -> LockWaitCompletion?) throws(Errno) -> LockWaitOutcome {
+        try setlk(ctx, node: node, handle: handle, owner: owner, lock: lock, wait: true, flock: flock)
+        return .granted
+    }
+    public func interruptLockWait(unique: UInt64) {}
     public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) { throw .noSys }
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) { throw .noSys }
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) { throw .noSys }

@@ -144,8 +144,11 @@ public final class Server<FS: FileSystem>: Sendable {
             }
             return 0
 
-        case .interrupt, .notifyReply:
-            // We never wait on the guest, so there is nothing to interrupt or retrieve.
+        case .interrupt:
+            return interrupt(&r)
+
+        case .notifyReply:
+            // We never ask the guest to retrieve data, so there is nothing to match.
             return 0
 
         case .getattr:
@@ -342,11 +345,14 @@ public final class Server<FS: FileSystem>: Sendable {
             out.lk = fuse_file_lock(start: lock.start, end: lock.end, type: UInt32(bitPattern: lock.type), pid: lock.pid)
             return Self.reply(out, unique, &w)
 
-        case .setlk, .setlkw:
+        case .setlk:
             let arg = try Self.read(fuse_lk_in.self, &r)
             try fs.setlk(ctx, node: node, handle: arg.fh, owner: arg.owner, lock: Self.decodeLock(arg.lk),
-                         wait: opcode == .setlkw, flock: arg.lk_flags & UInt32(FUSE_LK_FLOCK) != 0)
+                         wait: false, flock: arg.lk_flags & UInt32(FUSE_LK_FLOCK) != 0)
             return Self.replyEmpty(unique, &w)
+
+        case .setlkw:
+            return try setlkWait(ctx, node, try Self.read(fuse_lk_in.self, &r), &w)
 
         case .access:
             let arg = try Self.read(fuse_access_in.self, &r)

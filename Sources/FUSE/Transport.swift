@@ -49,9 +49,30 @@ public protocol FuseWriter {
     mutating func withIOVecs<E: Error>(
         count: Int, _ body: (UnsafeBufferPointer<iovec>) throws(E) -> Int
     ) throws(E) -> Int?
+
+    /// Detaches the reply destination before anything is written: the transport
+    /// then does not complete the request when the handler returns, and the
+    /// reply goes through the returned `LateReply` instead, later, from any
+    /// thread. nil when this transport cannot answer late (answer now instead).
+    mutating func detach() -> (any LateReply)?
 }
 
 extension FuseWriter {
     /// Bytes still free after the cursor.
     @inlinable public var available: Int { capacity - written }
+}
+
+/// Where a detached request's reply goes: the transport keeps the request open
+/// and sends the reply whenever `send` is called, from any thread.
+public protocol LateReply: AnyObject, Sendable {
+    /// Sends `reply` (a whole reply: `fuse_out_header` first) as the answer to
+    /// the detached request. Returns false, having sent nothing, when the
+    /// transport can no longer answer it (its queue was reset or stopped for
+    /// good, or the device closed). Call it at most once.
+    func send(_ reply: UnsafeRawBufferPointer) -> Bool
+}
+
+extension FuseWriter {
+    /// Transports that cannot answer late keep this default.
+    public mutating func detach() -> (any LateReply)? { nil }
 }

@@ -5,6 +5,7 @@ import CFuse3
 import CVirtioFS
 import FUSE
 import Posix
+import Synchronization
 
 /// A host FUSE mount and its /dev/fuse channels, made before any request is served
 /// (and, in the daemon, before the sandbox is entered, so the mount lives in the host's
@@ -211,7 +212,10 @@ private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
         let request = UnsafeMutableRawBufferPointer.allocate(byteCount: server.options.maxWrite + 4096, alignment: 8)
         // And room for the largest READ reply.
         let reply = UnsafeMutableRawBufferPointer.allocate(byteCount: server.options.maxRead + 4096, alignment: 8)
+        // Replies to requests answered late (parked lock waits) go through this channel too.
+        let late = DeviceReplies(fd: fd)
         defer {
+            late.close()
             request.deallocate()
             reply.deallocate()
             try? Sys.eventfdSignal(exited)
@@ -240,7 +244,7 @@ private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
                 }
             }
             var reader = MemoryReader(UnsafeRawBufferPointer(rebasing: request[0..<n]))
-            var writer = MemoryWriter(reply)
+            var writer = DeviceWriter(MemoryWriter(reply), late: late)
             let length = server.handle(&reader, &writer)
             guard length > 0 else { continue }
             do {
@@ -257,4 +261,59 @@ private final class ChannelWorker<FS: FileSystem>: @unchecked Sendable {
             }
         }
     }
+}
+
+/// Late replies for one /dev/fuse channel: a late reply is one write of the
+/// whole reply, from whichever thread finished it, until the channel's thread ends.
+final class DeviceReplies: Sendable {
+    let fd: Int32
+    /// Whether the channel still serves; writes happen under this lock so none
+    /// follows `close`.
+    private let open = Mutex(true)
+
+    init(fd: Int32) { self.fd = fd }
+
+    func close() { open.withLock { $0 = false } }
+
+    /// False when the channel is closed or the kernel no longer waits for the
+    /// request (ENOENT: it was interrupted and abandoned).
+    func send(_ reply: UnsafeRawBufferPointer) -> Bool {
+        open.withLock { isOpen -> Bool in
+            guard isOpen else { return false }
+            do {
+                _ = try Sys.write(fd, reply)
+                return true
+            } catch {
+                return false
+            }
+        }
+    }
+}
+
+/// The late reply of one request read from /dev/fuse.
+private final class DeviceLateReply: LateReply {
+    let replies: DeviceReplies
+    init(_ replies: DeviceReplies) { self.replies = replies }
+    func send(_ reply: UnsafeRawBufferPointer) -> Bool { replies.send(reply) }
+}
+
+/// The reply buffer of one request, which the dispatcher may detach to answer later.
+struct DeviceWriter: FuseWriter {
+    var buffer: MemoryWriter
+    let late: DeviceReplies
+
+    init(_ buffer: MemoryWriter, late: DeviceReplies) {
+        self.buffer = buffer
+        self.late = late
+    }
+
+    var capacity: Int { buffer.capacity }
+    var written: Int { buffer.written }
+    mutating func write(_ bytes: UnsafeRawBufferPointer) -> Bool { buffer.write(bytes) }
+    mutating func overwrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool { buffer.overwrite(bytes, at: offset) }
+    mutating func withIOVecs<E: Error>(count: Int, _ body: (UnsafeBufferPointer<iovec>) throws(E) -> Int) throws(E) -> Int? {
+        try buffer.withIOVecs(count: count, body)
+    }
+    /// The request is answered by a write of its own later; `handle` then returns 0 and nothing is written now.
+    mutating func detach() -> (any LateReply)? { DeviceLateReply(late) }
 }

@@ -16,9 +16,8 @@ public struct PassthroughConfiguration: Sendable {
     /// The descriptor limit open files are checked against (EMFILE before the daemon's
     /// own reserve is touched); nil reads RLIMIT_NOFILE at init. Set by tests.
     public var descriptorLimit: Int? = nil
-    /// How long a blocking lock request (SETLKW, blocking flock) may hold a queue
-    /// thread before the guest gets EINTR and its C library retries.
-    var lockWaitLimitNanoseconds = 10_000_000_000
+    /// Most SETLKW requests parked at once (ENOLCK beyond); smaller in tests.
+    var maxLockWaits = LockWaits.defaultLimit
 
     public init(root: String, procSelfFD: Int32? = nil) {
         self.root = root

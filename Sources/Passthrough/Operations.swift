@@ -29,6 +29,7 @@ extension PassthroughFileSystem {
     }
 
     public func destroy() {
+        lockWaits.cancelAll()
         // Release outside the locks: dropping the last reference closes descriptors.
         let files = handles.withLock { table -> [OpenFile] in
             let all = Array(table.files.values)
@@ -330,6 +331,8 @@ extension PassthroughFileSystem {
     public func release(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32, lockOwner: UInt64?, flush: Bool, flockRelease: Bool) throws(Errno) {
         // Closing the last descriptor of the open file description drops its OFD and flock locks.
         let file = handles.withLock { $0.files.removeValue(forKey: handle) }
+        // Nobody waits for the answers of lock requests on a closed handle.
+        lockWaits.cancel(handle: handle)
         if flockRelease, let file { try? Sys.flock(file.fd, LOCK_UN) }
     }
 
@@ -446,78 +449,6 @@ extension PassthroughFileSystem {
                     }
                     position += recordLength
                 }
-            }
-        }
-    }
-
-    // MARK: - Locks
-
-    func toHostLock(_ lock: FileLock) throws(Errno) -> flock {
-        var l = flock()
-        l.l_type = Int16(truncatingIfNeeded: lock.type)
-        l.l_whence = Int16(SEEK_SET)
-        guard lock.start <= UInt64(Int64.max) else { throw Errno.invalidArgument }
-        l.l_start = off_t(lock.start)
-        if lock.end == UInt64.max || lock.end >= UInt64(Int64.max) {
-            l.l_len = 0 // to the end of the file
-        } else {
-            guard lock.end >= lock.start else { throw Errno.invalidArgument }
-            l.l_len = off_t(lock.end - lock.start + 1)
-        }
-        l.l_pid = 0 // OFD locks require 0
-        return l
-    }
-
-    public func getlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock) throws(Errno) -> FileLock {
-        guard configuration.posixLocks else { throw Errno.noSys }
-        let file = try openFile(handle)
-        var l = try toHostLock(lock)
-        try Sys.fcntlLock(file.fd, CVFS_F_OFD_GETLK, &l)
-        if Int32(l.l_type) == F_UNLCK { return FileLock(start: lock.start, end: lock.end, type: F_UNLCK, pid: 0) }
-        let start = UInt64(max(0, l.l_start))
-        let end = l.l_len == 0 ? UInt64(Int64.max) : start &+ UInt64(max(1, l.l_len)) &- 1
-        return FileLock(start: start, end: end, type: Int32(l.l_type), pid: UInt32(bitPattern: l.l_pid))
-    }
-
-    static let lockPollNanoseconds = 10_000_000
-
-    public func setlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, wait: Bool, flock isFlock: Bool) throws(Errno) {
-        let file = try openFile(handle)
-        if isFlock {
-            guard configuration.flock else { throw Errno.noSys }
-            let operation: Int32
-            switch lock.type {
-            case F_RDLCK: operation = LOCK_SH
-            case F_WRLCK: operation = LOCK_EX
-            case F_UNLCK: operation = LOCK_UN
-            default: throw Errno.invalidArgument
-            }
-            try retryLock(wait: wait && operation != LOCK_UN) { () throws(Errno) in
-                try Sys.flock(file.fd, operation | LOCK_NB)
-            }
-            return
-        }
-        guard configuration.posixLocks else { throw Errno.noSys }
-        guard lock.type == F_RDLCK || lock.type == F_WRLCK || lock.type == F_UNLCK else { throw Errno.invalidArgument }
-        var l = try toHostLock(lock)
-        try retryLock(wait: wait && lock.type != F_UNLCK) { () throws(Errno) in
-            try Sys.fcntlLock(file.fd, CVFS_F_OFD_SETLK, &l)
-        }
-    }
-
-    /// Tries a non-blocking lock; when asked to wait, polls up to a bound so no queue thread blocks forever.
-    func retryLock(wait: Bool, _ attempt: () throws(Errno) -> Void) throws(Errno) {
-        var waited = 0
-        while true {
-            do {
-                try attempt()
-                return
-            } catch {
-                guard error == .wouldBlock || error == .accessDenied else { throw error }
-                guard wait else { throw Errno.wouldBlock }
-                guard waited < configuration.lockWaitLimitNanoseconds else { throw Errno.interrupted }
-                Sys.sleep(nanoseconds: Self.lockPollNanoseconds)
-                waited += Self.lockPollNanoseconds
             }
         }
     }

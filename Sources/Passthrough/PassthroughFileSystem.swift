@@ -31,6 +31,8 @@ public final class PassthroughFileSystem: FileSystem {
     let credentials: Credentials
     /// Guest/host id translation; nil when there are no rules.
     let idTranslation: IDTranslations?
+    /// SETLKW requests waiting for their lock.
+    let lockWaits: LockWaits
     /// The INIT flags in force after negotiation.
     let negotiated = Atomic<UInt64>(0)
     let timeout: Timeout
@@ -50,6 +52,7 @@ public final class PassthroughFileSystem: FileSystem {
         self.xattrNames = xattrNames
         idTranslation = configuration.idTranslation.flatMap { $0.isIdentity ? nil : $0 }
         credentials = Credentials(translation: idTranslation)
+        lockWaits = LockWaits(logger: logger, limit: configuration.maxLockWaits)
         if let xattrNames,
            case .rename(let bytes) = Array("security.capability".utf8).withUnsafeBufferPointer({ xattrNames.mapClientName($0) }) {
             remappedCapabilityName = bytes.map { CChar(bitPattern: $0) } + [0]

@@ -50,6 +50,7 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let timedOut = Errno(ETIMEDOUT)
     public static let connectionReset = Errno(ECONNRESET)
     public static let deadlock = Errno(EDEADLK)
+    public static let noLocks = Errno(ENOLCK)
 }
 
 /// Runs `body` until it does not fail with EINTR; a result of -1 becomes the thread's errno.

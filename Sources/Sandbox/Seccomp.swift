@@ -61,7 +61,7 @@ extension Sandboxing {
         SyscallRule("exit_group", "the process ends"),
         SyscallRule("gettid", "per-thread credential bookkeeping and logging"),
         SyscallRule("getpid", "logging and abort()"),
-        SyscallRule("tgkill", "abort() and pthread_kill"),
+        SyscallRule("tgkill", "abort(), and pthread_kill waking a lock wait that is cancelled"),
         SyscallRule("tkill", "pthread_kill on older C libraries"),
         SyscallRule("getrandom", "hash seeds and random numbers"),
         SyscallRule("prlimit64", "reading RLIMIT_NOFILE for the file descriptor budget"),
@@ -69,7 +69,7 @@ extension Sandboxing {
         SyscallRule("restart_syscall", "the kernel resumes an interrupted sleep with it"),
 
         // Signals.
-        SyscallRule("rt_sigaction", "installing the SIGBUS guard over guest memory on the first memory table, and restoring the previous action for a SIGBUS elsewhere"),
+        SyscallRule("rt_sigaction", "installing the SIGBUS guard over guest memory on the first memory table (and restoring the previous action for a SIGBUS elsewhere), and the lock waiters' wake-up signal at the first wait"),
         SyscallRule("rt_sigprocmask", "blocking signals in worker threads"),
         SyscallRule("rt_sigreturn", "returning from a signal handler: the SIGBUS guard after it repaired a guest memory fault"),
         SyscallRule("sigaltstack", "the runtime's crash-handler stack for new threads"),
@@ -157,7 +157,7 @@ extension Sandboxing {
         SyscallRule("faccessat", "ACCESS"),
         SyscallRule("faccessat2", "ACCESS with flags"),
         SyscallRule("fchdir", "resolving through a directory descriptor"),
-        SyscallRule("flock", "SETLK with FUSE_LK_FLOCK"),
+        SyscallRule("flock", "SETLK/SETLKW with FUSE_LK_FLOCK (a waiter thread blocks in it)"),
         SyscallRule("copy_file_range", "COPY_FILE_RANGE"),
         SyscallRule("fgetxattr", "GETXATTR on open files"),
         SyscallRule("fsetxattr", "SETXATTR on open files"),

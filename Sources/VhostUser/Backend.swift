@@ -61,6 +61,9 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         var enabled = false
         var broken = false
         var worker: QueueWorker<Handler>?
+        /// Replies to chains answered late; survives the queue thread's restarts
+        /// (a new memory table) and is closed when the ring goes away.
+        var replies: LateReplies?
     }
 
     let configuration: BackendConfiguration
@@ -236,8 +239,11 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             try startQueueIfReady(q)
         case .getVringBase(let q):
             stopQueue(q)
-            // The ring stays stopped until the frontend kicks it again.
+            // The ring stays stopped until the frontend kicks it again; chains still
+            // waiting for a late reply are dropped with it.
             replace(&queues[q].kickFD, with: nil)
+            queues[q].replies?.close()
+            queues[q].replies = nil
             reply = MessageCodec.vringStatePayload(queue: q, num: UInt32(queues[q].lastAvailable))
         case .setVringKick(let q, let fd):
             try checkEventFD(fd, message, queue: q)
@@ -334,23 +340,28 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         guard state.worker == nil, !state.broken, state.enabled, state.size > 0,
               let addresses = state.addresses, let kickFD = state.kickFD, let memory else { return }
         let rings = try RingPointers(addresses, size: state.size, memory: memory, queue: q)
-        let storage = UnsafeMutableBufferPointer<iovec>.allocate(capacity: SplitQueue.storageCapacity(queueSize: state.size))
         let queue = SplitQueue(size: state.size, rings: rings, memory: memory,
                                eventIndex: ackedFeatures & VirtioFeatures.ringEventIndex != 0,
                                indirect: ackedFeatures & VirtioFeatures.ringIndirectDescriptors != 0,
-                               lastAvailable: state.lastAvailable, nextUsed: state.nextUsed, storage: storage)
+                               lastAvailable: state.lastAvailable, nextUsed: state.nextUsed)
         let worker: QueueWorker<Handler>
-        do {
+        do throws(Errno) {
+            let replies: LateReplies
+            if let existing = state.replies {
+                replies = existing
+            } else {
+                replies = try LateReplies()
+            }
+            queues[q].replies = replies
             // The hiprio queue (FORGET, INTERRUPT) never waits behind the pool.
             if q != 0 && configuration.threadPoolSize > 0 && pool == nil {
                 pool = try WorkerPool(size: min(configuration.threadPoolSize, 1024))
                 logger.debug("thread pool of \(configuration.threadPoolSize) started")
             }
             worker = try QueueWorker(queueIndex: q, queue: queue, kickFD: kickFD, callFD: state.callFD,
-                                     handler: handler, logger: logger, pool: q == 0 ? nil : pool,
+                                     replies: replies, handler: handler, logger: logger, pool: q == 0 ? nil : pool,
                                      poolThreshold: configuration.poolThreshold)
         } catch {
-            storage.deallocate()
             throw .thread(error)
         }
         do {
@@ -383,6 +394,7 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             for fd in [queues[q].kickFD, queues[q].callFD, queues[q].errFD] {
                 if let fd { Sys.close(fd) }
             }
+            queues[q].replies?.close()
             queues[q] = QueueState()
         }
     }

@@ -133,10 +133,38 @@ public struct ChainWriter {
     var cursor: SegmentCursor
     public let capacity: Int
     public private(set) var written: Int = 0
+    /// Where a late reply would go; nil where the chain cannot be detached.
+    let detachTarget: DetachTarget?
+    /// True once `detachReply` handed the chain's reply to a late sender: the
+    /// queue must not push it when the handler returns.
+    public private(set) var isDetached = false
 
-    init(segments: UnsafeMutablePointer<iovec>, count: Int, total: Int) {
+    init(segments: UnsafeMutablePointer<iovec>, count: Int, total: Int, detachTarget: DetachTarget? = nil) {
         cursor = SegmentCursor(segments: segments, count: count)
         capacity = total
+        self.detachTarget = detachTarget
+    }
+
+    /// Detaches the chain before anything is written: its writable buffers are
+    /// recorded as guest addresses (at most `LateReplies.maxReplyBytes` of
+    /// them) and the returned destination sends the reply later, from any
+    /// thread, through the queue thread. nil when the chain cannot be detached.
+    public mutating func detachReply() -> (any LateReplyDestination)? {
+        guard !isDetached, written == 0, let target = detachTarget else { return nil }
+        var buffers: [GuestBuffer] = []
+        var covered = 0
+        var i = 0
+        while i < cursor.count && covered < LateReplies.maxReplyBytes {
+            let segment = cursor.segments[i]
+            let length = min(segment.iov_len, LateReplies.maxReplyBytes - covered)
+            guard let base = segment.iov_base,
+                  let address = target.memory.guestAddress(of: base, length: length) else { return nil }
+            buffers.append(GuestBuffer(address: address, length: UInt32(length)))
+            covered += length
+            i += 1
+        }
+        isDetached = true
+        return ChainLateReply(replies: target.replies, head: target.head, buffers: buffers, capacity: covered)
     }
 
     /// Copies `bytes` at the cursor and advances; false (nothing written) if they do not fit.
@@ -178,4 +206,13 @@ public struct ChainWriter {
         written += used
         return used
     }
+}
+
+/// What a chain needs to be detached: its head and its queue's late replies.
+/// Unowned: the queue thread (or a pool batch it waits for) holds both for
+/// the whole time a handler runs, and a writer lives no longer than that.
+struct DetachTarget {
+    let head: UInt16
+    unowned(unsafe) let replies: LateReplies
+    unowned(unsafe) let memory: GuestMemory
 }

@@ -114,8 +114,6 @@ struct SplitQueue {
     var lastAvailable: UInt16
     /// Next used-ring slot to fill.
     var nextUsed: UInt16
-    /// Iovec storage for one chain: readable segments first, then writable ones.
-    let storage: UnsafeMutableBufferPointer<iovec>
 
     static let descriptorFlagNext = CVFS_VRING_DESC_F_NEXT
     static let descriptorFlagWrite = CVFS_VRING_DESC_F_WRITE
@@ -123,7 +121,7 @@ struct SplitQueue {
     static let availableFlagNoInterrupt = CVFS_VRING_AVAIL_F_NO_INTERRUPT
 
     init(size: Int, rings: RingPointers, memory: GuestMemory, eventIndex: Bool, indirect: Bool,
-         lastAvailable: UInt16, nextUsed: UInt16, storage: UnsafeMutableBufferPointer<iovec>) {
+         lastAvailable: UInt16, nextUsed: UInt16) {
         self.size = size
         self.rings = rings
         self.memory = memory
@@ -131,7 +129,6 @@ struct SplitQueue {
         self.indirect = indirect
         self.lastAvailable = lastAvailable
         self.nextUsed = nextUsed
-        self.storage = storage
     }
 
     /// Most buffers one chain may have. A direct chain is bounded by the queue
@@ -167,17 +164,13 @@ struct SplitQueue {
         atomic16(rings.used + 4 + 8 * size).pointee.store(value.littleEndian, ordering: .relaxed)
     }
 
-    /// Next chain, if the driver made one available. Throws when the indices
-    /// themselves are corrupt (the caller stops the queue).
-    mutating func pop() throws(RingError) -> PopResult {
-        try pop(into: storage)
-    }
-
     /// Chains the driver made available that we have not consumed yet.
     var pendingCount: Int { Int(availableIndex &- lastAvailable) }
 
-    /// Like `pop()`, walking the chain into `segments`, which must hold
-    /// `storageCapacity(queueSize:)` entries.
+    /// Next chain, if the driver made one available, walked into `segments`
+    /// (readable segments first, then writable ones), which should hold
+    /// `storageCapacity(queueSize:)` entries. Throws when the indices themselves
+    /// are corrupt (the caller stops the queue).
     mutating func pop(into segments: UnsafeMutableBufferPointer<iovec>) throws(RingError) -> PopResult {
         let available = availableIndex
         let pending = available &- lastAvailable
@@ -309,47 +302,9 @@ struct SplitQueue {
         return availableFlags & SplitQueue.availableFlagNoInterrupt == 0
     }
 
-    /// Most chains one `drain` takes: one ring's worth. A driver that keeps the ring
+    /// Most chains one drain takes: one ring's worth. A driver that keeps the ring
     /// full would otherwise hold the queue thread in `drain` forever, deaf to a stop.
     static func maxChainsPerDrain(queueSize: Int) -> Int { max(queueSize, 1) }
-
-    /// Calls `handler` for every available chain and pushes the used entries.
-    /// With EVENT_IDX, re-arms avail_event and looks again so no kick is lost.
-    /// Returns whether anything was pushed; throws when the ring is corrupt.
-    /// Stops after `maxChainsPerDrain` chains with the rest still pending, which the
-    /// caller (the queue thread) finds by looking at the ring before it sleeps.
-    mutating func drain<H: VirtqueueHandler>(handler: H, queueIndex: Int, log: (ChainError) -> Void) throws(RingError) -> Bool {
-        var pushed = false
-        let limit = SplitQueue.maxChainsPerDrain(queueSize: size)
-        var taken = 0
-        while true {
-            while true {
-                // Return early only with chains pending: the caller sees them without a kick.
-                // An empty ring goes on to re-arm avail_event below, or no kick would come.
-                guard taken < limit || pendingCount == 0 else { return pushed }
-                taken += 1
-                let result = try pop()
-                switch result {
-                case .empty:
-                    break
-                case .malformed(let head, let e):
-                    log(e)
-                    push(head: head, length: 0)
-                    pushed = true
-                    continue
-                case .chain(let head, let rs, let rb, let ws, let wb):
-                    guard let base = storage.baseAddress else { return pushed }
-                    let used = handler.handleChain(queueIndex: queueIndex, segments: base, readableSegments: rs,
-                                                   readableBytes: rb, writableSegments: ws, writableBytes: wb)
-                    push(head: head, length: used)
-                    pushed = true
-                    continue
-                }
-                break
-            }
-            guard rearmAndLookAgain() else { return pushed }
-        }
-    }
 
     /// Called when the ring looked empty. With EVENT_IDX, publishes avail_event so
     /// the driver kicks for its next chain, then looks once more: a chain made
@@ -366,14 +321,17 @@ struct SplitQueue {
 extension VirtqueueHandler {
     /// Hands one walked chain to `handle`: its readable segments start at `segments`,
     /// its writable ones follow them. Returns the used length for the used ring,
-    /// never more than the writable buffers hold, whatever the handler claims.
+    /// never more than the writable buffers hold, whatever the handler claims;
+    /// nil when the handler detached the chain (it is pushed later, by `LateReplies`).
     @inline(__always)
     func handleChain(queueIndex: Int, segments: UnsafeMutablePointer<iovec>,
                      readableSegments: Int, readableBytes: Int,
-                     writableSegments: Int, writableBytes: Int) -> UInt32 {
+                     writableSegments: Int, writableBytes: Int, detachTarget: DetachTarget?) -> UInt32? {
         var reader = ChainReader(segments: segments, count: readableSegments, total: readableBytes)
-        var writer = ChainWriter(segments: segments + readableSegments, count: writableSegments, total: writableBytes)
+        var writer = ChainWriter(segments: segments + readableSegments, count: writableSegments, total: writableBytes,
+                                 detachTarget: detachTarget)
         let used = handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
+        if writer.isDetached { return nil }
         return min(used, UInt32(clamping: writableBytes))
     }
 }

@@ -19,6 +19,13 @@ final class Semaphore: @unchecked Sendable {
         sem.deallocate()
     }
     func post() { sem_post(sem) }
+    /// Takes a post if one is there; false at once otherwise.
+    func tryWait() -> Bool {
+        while true {
+            if sem_trywait(sem) == 0 { return true }
+            if errno != EINTR { return false }
+        }
+    }
     /// Waits for one post, retrying when a signal interrupts the wait.
     func wait() {
         while sem_wait(sem) != 0 && errno == EINTR {}
@@ -99,14 +106,18 @@ struct PendingChain {
     var readableBytes: Int
     var writableSegments: Int
     var writableBytes: Int
-    var used: UInt32
+    /// The used length once handled; nil while not handled, or when detached.
+    var used: UInt32?
 }
 
-/// The chains one queue thread hands to the pool at once, and their results.
+/// The chains one queue thread takes off its ring at once, the iovec storage
+/// they are walked into (owned here, freed with the batch), and their results.
 ///
-/// Synchronisation: the queue thread fills `chains` before submitting; each
-/// pool job writes only its own entry; the queue thread reads the results after
-/// `done` is posted by the job that brings `remaining` to zero.
+/// Synchronisation: the queue thread fills `chains` and either handles them
+/// itself or submits them to the pool; each pool job writes only its own entry,
+/// then appends its index to `finished` (under its mutex) and posts `chainDone`
+/// once; the queue thread takes one index per post, so it reads each entry only
+/// after that entry's job is done, and reuses the batch only after all are.
 final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable {
     let handler: Handler
     let queueIndex: Int
@@ -114,15 +125,29 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
     let segments: UnsafeMutableBufferPointer<iovec>
     let chains: UnsafeMutableBufferPointer<PendingChain>
     var count = 0
-    let remaining = Atomic<Int>(0)
-    let done = Semaphore()
+    /// Indices of chains whose pool job is done, in the order they finished.
+    private struct Finished {
+        var indices: [Int] = []
+        var head = 0
+    }
+    private let finished: Mutex<Finished>
+    private let chainDone = Semaphore()
+    /// Where detached chains' replies go, and the memory their buffers lie in
+    /// (fixed for the queue thread's life: a new table restarts it).
+    let replies: LateReplies
+    let memory: GuestMemory
 
-    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int) {
+    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int, replies: LateReplies, memory: GuestMemory) {
         self.handler = handler
         self.queueIndex = queueIndex
+        self.replies = replies
+        self.memory = memory
         // Room for one chain of the longest legal length plus many short ones.
         segments = .allocate(capacity: SplitQueue.storageCapacity(queueSize: queueSize) + 1024)
         chains = .allocate(capacity: max(maxChains, 1))
+        var f = Finished()
+        f.indices.reserveCapacity(max(maxChains, 1))
+        finished = Mutex(f)
     }
 
     deinit {
@@ -130,22 +155,46 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
         chains.deallocate()
     }
 
-    func run(_ index: Int) {
+    /// Handles chain `index` on the calling thread.
+    @inline(__always)
+    func handle(_ index: Int) {
         guard index < count, let base = segments.baseAddress else { return }
         let c = chains[index]
         chains[index].used = handler.handleChain(queueIndex: queueIndex, segments: base + c.offset,
                                                  readableSegments: c.readableSegments, readableBytes: c.readableBytes,
-                                                 writableSegments: c.writableSegments, writableBytes: c.writableBytes)
-        if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-            done.post()
-        }
+                                                 writableSegments: c.writableSegments, writableBytes: c.writableBytes,
+                                                 detachTarget: DetachTarget(head: c.head, replies: replies, memory: memory))
     }
 
-    /// Runs the `count` chains on `pool` and waits until all are handled.
-    func runAll(on pool: WorkerPool) {
+    /// A pool thread's job: handle chain `index`, then tell the queue thread.
+    func run(_ index: Int) {
+        handle(index)
+        finished.withLock { $0.indices.append(index) }
+        chainDone.post()
+    }
+
+    /// Runs the `count` chains on `pool`, calling `completed` on this thread with
+    /// each chain's index as soon as its job is done (in the order they finish),
+    /// and `idle` each time no finished chain is waiting before it sleeps for the
+    /// next; returns when all are done.
+    func runAll(on pool: WorkerPool, completed: (Int) -> Void, idle: () -> Void) {
         guard count > 0 else { return }
-        remaining.store(count, ordering: .releasing)
+        finished.withLock { f in
+            f.indices.removeAll(keepingCapacity: true)
+            f.head = 0
+        }
         for i in 0..<count { pool.submit(self, i) }
-        done.wait()
+        for _ in 0..<count {
+            if !chainDone.tryWait() {
+                idle()
+                chainDone.wait()
+            }
+            let index = finished.withLock { f -> Int in
+                let i = f.indices[f.head]
+                f.head += 1
+                return i
+            }
+            completed(index)
+        }
     }
 }

@@ -15,3 +15,17 @@ struct FUSEQueueHandler<FS: FileSystem>: VirtqueueHandler {
         UInt32(truncatingIfNeeded: server.handle(&reader, &writer))
     }
 }
+
+extension ChainWriter {
+    /// A chain's late reply, as the FUSE layer asks for it.
+    public mutating func detach() -> (any LateReply)? {
+        detachReply().map(ChainReply.init)
+    }
+}
+
+/// Connects a vhost-user late reply destination to the FUSE layer's protocol.
+private final class ChainReply: LateReply {
+    let destination: any LateReplyDestination
+    init(_ destination: any LateReplyDestination) { self.destination = destination }
+    func send(_ reply: UnsafeRawBufferPointer) -> Bool { destination.send(reply) }
+}

@@ -126,13 +126,14 @@ final class DirectoryAndDataTests: PassthroughTestCase {
         let free = try fs.getlk(root, node: node, handle: b, owner: 2, lock: FileLock(start: 5, end: UInt64.max, type: F_WRLCK, pid: 20))
         XCTAssertEqual(free.type, F_UNLCK)
         assertErrno(.wouldBlock) { try fs.setlk(root, node: node, handle: b, owner: 2, lock: write, wait: false, flock: false) }
-        // A blocked waiter gets the lock once the holder releases it.
-        let releaser = Thread { [fs] in
-            usleep(100_000)
-            try? fs!.release(RequestContext(), node: node, handle: a, flags: 0, lockOwner: 1, flush: false, flockRelease: false)
-        }
-        releaser.start()
-        XCTAssertNoThrow(try fs.setlk(root, node: node, handle: b, owner: 2, lock: write, wait: true, flock: false))
+        // A parked waiter gets the lock once the holder's handle is released.
+        let late = RecordedLateReply()
+        let ctx = RequestContext(unique: 50, uid: 0, gid: 0, pid: 1)
+        XCTAssertEqual(try fs.setlkw(ctx, node: node, handle: b, owner: 2, lock: write, flock: false) {
+            LockWaitCompletion(unique: 50, reply: late)
+        }, .parked)
+        try fs.release(RequestContext(), node: node, handle: a, flags: 0, lockOwner: 1, flush: false, flockRelease: false)
+        XCTAssertEqual(late.error(), 0)
         // Locks can be switched off.
         fs = try makeFileSystem { $0.posixLocks = false; $0.flock = false }
         let n2 = try fs.lookup(root, parent: rootNodeID, name: name("lock")).nodeID
@@ -140,21 +141,6 @@ final class DirectoryAndDataTests: PassthroughTestCase {
         assertErrno(.noSys) { try fs.setlk(root, node: n2, handle: h, owner: 1, lock: write, wait: false, flock: false) }
         assertErrno(.noSys) { try fs.getlk(root, node: n2, handle: h, owner: 1, lock: write) }
         assertErrno(.noSys) { try fs.setlk(root, node: n2, handle: h, owner: 1, lock: write, wait: false, flock: true) }
-    }
-
-    func testBlockingLockGivesUpWithEINTRAfterTheBound() throws {
-        fs = try makeFileSystem { $0.lockWaitLimitNanoseconds = 200_000_000 }
-        writeHostFile("held", "x")
-        let node = try fs.lookup(root, parent: rootNodeID, name: name("held")).nodeID
-        let a = try fs.open(root, node: node, flags: UInt32(O_RDWR), killSuidGid: false).handle
-        let b = try fs.open(root, node: node, flags: UInt32(O_RDWR), killSuidGid: false).handle
-        let whole = FileLock(start: 0, end: UInt64.max, type: F_WRLCK, pid: 1)
-        try fs.setlk(root, node: node, handle: a, owner: 1, lock: whole, wait: false, flock: false)
-        let started = Date()
-        assertErrno(.interrupted) { try fs.setlk(root, node: node, handle: b, owner: 2, lock: whole, wait: true, flock: false) }
-        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "the queue thread was not held forever")
-        try fs.setlk(root, node: node, handle: a, owner: 1, lock: whole, wait: false, flock: true)
-        assertErrno(.interrupted) { try fs.setlk(root, node: node, handle: b, owner: 2, lock: whole, wait: true, flock: true) }
     }
 
     func testConcurrentReadsWritesAndForgetsDoNotTrip() throws {

@@ -111,9 +111,14 @@ final class FakeRing {
 
     func makeQueue(eventIndex: Bool = false, indirect: Bool = true) throws -> SplitQueue {
         let rings = try RingPointers(addresses, size: size, memory: guest.memory, queue: 1)
-        let storage = UnsafeMutableBufferPointer<iovec>.allocate(capacity: SplitQueue.storageCapacity(queueSize: size))
         return SplitQueue(size: size, rings: rings, memory: guest.memory, eventIndex: eventIndex, indirect: indirect,
-                          lastAvailable: 0, nextUsed: 0, storage: storage)
+                          lastAvailable: 0, nextUsed: 0)
+    }
+
+    /// A queue thread's worker over this ring, not started: tests call `processBatch` themselves.
+    func makeWorker<H: VirtqueueHandler>(_ handler: H, eventIndex: Bool = false, replies: LateReplies? = nil) throws -> QueueWorker<H> {
+        try QueueWorker(queueIndex: 3, queue: makeQueue(eventIndex: eventIndex), kickFD: -1, callFD: nil,
+                        replies: replies, handler: handler, logger: .discarding)
     }
 }
 
@@ -200,4 +205,16 @@ func openFDCount() -> Int {
 func waitReadable(_ fd: Int32, seconds: Int32 = 20) -> Bool {
     var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
     return Glibc.poll(&p, 1, seconds * 1000) == 1
+}
+
+/// iovec room for one chain, for tests that pop chains by hand (never freed).
+nonisolated(unsafe) private let testChainStorage =
+    UnsafeMutableBufferPointer<iovec>.allocate(capacity: SplitQueue.maxIndirectSegments * 4)
+
+extension SplitQueue {
+    /// `pop(into:)` with the tests' shared storage.
+    mutating func pop() throws(RingError) -> PopResult { try pop(into: storage) }
+    var storage: UnsafeMutableBufferPointer<iovec> {
+        UnsafeMutableBufferPointer(rebasing: testChainStorage[0..<SplitQueue.storageCapacity(queueSize: size)])
+    }
 }

@@ -23,7 +23,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-ALL_CONFIGS="auto none none-nokillpriv always-writeback xattr xattrmap mq2"
+ALL_CONFIGS="auto none none-nokillpriv always-writeback xattr xattrmap mq2 locks"
 # Run only when asked for (--config fd-limit): slow, and meant to show a limit.
 EXTRA_CONFIGS="fd-limit idmap idmap-user translate"
 # The fd-limit daemon runs with this RLIMIT_NOFILE (soft and hard), and the tree has
@@ -63,6 +63,7 @@ config_daemon_opts() {
         always-writeback) echo "cache=always,writeback" ;;
         xattr) echo "cache=auto,xattr" ;;
         xattrmap) echo "cache=auto,xattrmap=:prefix:all::user.virtiofs.::bad:all:::" ;;
+        locks) echo "cache=auto,posix_lock,flock" ;;
     esac
 }
 # The user the idmap-user daemon runs as, and the first of its subordinate ids.
@@ -102,6 +103,7 @@ config_checks() {
         always-writeback) echo "--cache=always" ;;
         xattr) echo "--cache=auto,--xattr" ;;
         xattrmap) echo "--cache=auto,--xattrmap" ;;
+        locks) echo "--cache=auto,--locks" ;;
         fd-limit) echo "--cache=auto,--big-tree=$((BIG_TREE_DIRS * 1000))" ;;
         *) echo "--cache=auto" ;;
     esac

@@ -30,6 +30,7 @@ extern const int CVFS_SEEK_DATA;
 extern const int CVFS_SEEK_HOLE;
 extern const int CVFS_F_OFD_GETLK;
 extern const int CVFS_F_OFD_SETLK;
+extern const int CVFS_F_OFD_SETLKW;
 extern const int CVFS_FALLOC_FL_KEEP_SIZE;
 extern const int CVFS_FALLOC_FL_PUNCH_HOLE;
 extern const int CVFS_CLONE_NEWNS;

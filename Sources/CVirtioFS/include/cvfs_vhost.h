@@ -12,6 +12,9 @@ int cvfs_signalfd(const sigset_t *mask);
 extern const int CVFS_SIGNALFD_SIGINFO_SIZE;
 // Sets the disposition of `signo` to SIG_IGN. Returns 0 or -1 with errno set.
 int cvfs_ignore_signal(int signo);
+/* Installs a handler that does nothing, without SA_RESTART: the signal only
+ * interrupts a blocking call in the thread it is sent to. */
+int cvfs_install_wakeup_handler(int signo);
 // SO_DOMAIN is a GNU/Linux socket option name.
 extern const int CVFS_SO_DOMAIN;
 extern const int CVFS_SOCK_CLOEXEC;

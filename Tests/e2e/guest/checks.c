@@ -7,11 +7,13 @@
 // operation FUSE makes optional; the detail says which. The host pre-populates the shared directory (lib.sh) and
 // run.sh afterwards verifies what the checks left in for-host/.
 //
-// Usage: checks --dir MOUNT [--xattr] [--xattrmap] [--cache=MODE] [--big-tree=N] [--only NAME] [--host]
+// Usage: checks --dir MOUNT [--xattr] [--xattrmap] [--locks] [--cache=MODE] [--big-tree=N] [--only NAME] [--host]
 //        checks --pattern N      (host side: print the large-file byte pattern)
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -37,6 +39,7 @@ enum { PASS = 0, FAIL = 1, SKIP = 2 };
 static char detail[512];
 static int want_xattr;
 static int want_xattrmap;
+static int want_locks; // --locks: the daemon serves POSIX and flock locks
 static int on_host; // --host: run against a plain host directory, leave the page cache alone
 static const char *cache_mode = "auto";
 static int passed, failed, skipped;
@@ -801,7 +804,9 @@ static int check_fcntl_locks(void) {
         if (fcntl(cfd, F_SETLK, &c) == 0) _exit(3);                  // conflict not seen
         if (errno != EAGAIN && errno != EACCES) _exit(4);
         if (fcntl(cfd, F_GETLK, &c) < 0) _exit(5);
-        if (c.l_type != F_WRLCK || c.l_pid != parent) _exit(6);        // wrong owner reported
+        // With --locks the daemon holds the lock as an open-file-description lock, which
+        // has no owning process: the guest is told pid 0.
+        if (c.l_type != F_WRLCK || (c.l_pid != parent && !(want_locks && c.l_pid == 0))) _exit(6); // wrong owner
         struct flock free_range = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 5, .l_len = 5};
         if (fcntl(cfd, F_SETLK, &free_range) < 0) _exit(7);          // disjoint range must lock
         _exit(0);
@@ -813,6 +818,118 @@ static int check_fcntl_locks(void) {
         return fail("lock test in child failed at step %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     return PASS;
 }
+
+// A lock request that has to wait must not hold up the share: while one process blocks in
+// F_SETLKW (or a blocking flock), another's lookup on the share completes; the waiter gets
+// the lock once the holder lets go; and a signal meanwhile never surfaces as errno 512
+// (ERESTARTSYS, what the guest made of an EINTR the daemon sent without a signal pending).
+// Run with --locks (daemon -o posix_lock,flock), so the locks reach the daemon.
+static volatile sig_atomic_t lock_waiter_signalled;
+static void on_lock_waiter_signal(int signo) { (void)signo; lock_waiter_signalled = 1; }
+
+// 1 when fd has something to read within ms milliseconds.
+static int readable_within(int fd, int ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n;
+    while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR) {}
+    return n > 0;
+}
+
+// Waits up to `seconds` for child pid; its exit status, or -1 (then it is killed).
+static int wait_child(pid_t pid, int seconds) {
+    int status;
+    for (int i = 0; i < seconds * 100; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    return -1;
+}
+
+static int lock_wait_case(const char *path, int use_flock) {
+    if (write_file(path, "0123456789", 0644) < 0) return fail("create: %s", E);
+    int fd = open(path, O_RDWR);
+    if (fd < 0) return fail("open: %s", E);
+    struct flock whole = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if ((use_flock ? flock(fd, LOCK_EX) : fcntl(fd, F_SETLK, &whole)) < 0) return close(fd), fail("first lock: %s", E);
+    int report[2];
+    if (pipe(report) < 0) return close(fd), fail("pipe: %s", E);
+    pid_t waiter = fork();
+    if (waiter < 0) return close(fd), fail("fork: %s", E);
+    if (waiter == 0) {
+        // No SA_RESTART: an interrupted wait would come back as EINTR.
+        struct sigaction sa = {.sa_handler = on_lock_waiter_signal};
+        sigaction(SIGUSR1, &sa, NULL);
+        int cfd = open(path, O_RDWR);
+        if (cfd < 0) _exit(2);
+        if (write(report[1], "s", 1) != 1) _exit(3);
+        struct flock w = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        int rc = use_flock ? flock(cfd, LOCK_EX) : fcntl(cfd, F_SETLKW, &w);
+        int e = rc < 0 ? errno : 0;
+        if (write(report[1], &e, sizeof e) != sizeof e) _exit(4);
+        _exit(0);
+    }
+    close(report[1]);
+    int r = PASS;
+    int interrupted = 0; // the signal ended the wait (with EINTR, as on a local file system)
+    char started;
+    if (read(report[0], &started, 1) != 1) r = fail("the waiter did not start");
+    // Give the waiter time to be inside its lock request on the daemon.
+    if (r == PASS) usleep(500000);
+    if (r == PASS && readable_within(report[0], 0)) r = fail("the second lock was granted while the first was held");
+    if (r == PASS) {
+        // A third process looks up a name nobody looked up before: a request to the daemon,
+        // on the same queue as the waiting lock.
+        pid_t prober = fork();
+        if (prober == 0) {
+            char name[64];
+            snprintf(name, sizeof name, "work/lock-probe-%d-%d", (int)getpid(), use_flock);
+            struct stat st;
+            _exit(stat(name, &st) < 0 && errno == ENOENT ? 0 : 1);
+        }
+        int status = prober < 0 ? -2 : wait_child(prober, 60);
+        if (status != 0) r = fail("lookup beside the waiting lock: status %d", status);
+        // The lookup came back while the lock request still waits.
+        else if (readable_within(report[0], 0)) r = fail("the lookup was answered only after the waiting lock request ended");
+    }
+    if (r == PASS) {
+        // Over virtio-fs the guest kernel does not pass a signal on to the daemon: the wait goes on.
+        kill(waiter, SIGUSR1);
+        usleep(300000);
+        if (readable_within(report[0], 0)) {
+            int e = 0;
+            if (read(report[0], &e, sizeof e) != sizeof e) r = fail("lost the waiter's report");
+            else if (e != EINTR)
+                r = fail("a signal ended the wait with errno %d (%s)", e, e == 512 ? "ERESTARTSYS leaked" : strerror(e));
+            else {
+                interrupted = 1;
+                snprintf(detail, sizeof detail, "the signal ended the wait with EINTR");
+            }
+        }
+    }
+    // The holder lets go: the waiter gets the lock.
+    if (use_flock) flock(fd, LOCK_UN);
+    else {
+        whole.l_type = F_UNLCK;
+        fcntl(fd, F_SETLK, &whole);
+    }
+    if (r == PASS && !interrupted) {
+        int e = -1;
+        if (!readable_within(report[0], 60000) || read(report[0], &e, sizeof e) != sizeof e)
+            r = fail("the waiter never got the lock after it was released");
+        else if (e == 512) r = fail("the wait ended with errno 512 (ERESTARTSYS leaked)");
+        else if (e != 0 && e != EINTR) r = fail("the wait ended with %s", strerror(e));
+        else snprintf(detail, sizeof detail, "%s after the release", e == 0 ? "granted" : "EINTR");
+    }
+    close(report[0]);
+    close(fd);
+    if (wait_child(waiter, 60) != 0 && r == PASS) r = fail("waiter exited badly");
+    return r;
+}
+
+static int check_lock_wait_fcntl(void) { return lock_wait_case("work/lock-wait-fcntl", 0); }
+static int check_lock_wait_flock(void) { return lock_wait_case("work/lock-wait-flock", 1); }
 
 // A file the host replaces (new inode under the old name) while the guest holds it in
 // its caches must show the new content once the cache timeout (cache=auto: 1 s) has
@@ -930,7 +1047,7 @@ struct check {
     const char *name;
     int (*fn)(void);
     int when; // 1: only with xattrs on, -1: only with xattrs off, 2: not with cache=always,
-              // 3: only with --big-tree, 4: only with --xattrmap, 0: always
+              // 3: only with --big-tree, 4: only with --xattrmap, 5: only with --locks, 0: always
 };
 
 static const struct check checks[] = {
@@ -971,6 +1088,8 @@ static const struct check checks[] = {
     {"lseek_data_hole", check_lseek_data_hole, 0},
     {"flock", check_flock, 0},
     {"fcntl_locks", check_fcntl_locks, 0},
+    {"lock_wait_fcntl", check_lock_wait_fcntl, 5},
+    {"lock_wait_flock", check_lock_wait_flock, 5},
     {"host_replace_seen", check_host_replace_seen, 2},
     {"files_for_host", check_files_for_host, 0},
     {"big_tree_walk", check_big_tree_walk, 3},
@@ -999,11 +1118,12 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) only = argv[++i];
         else if (strcmp(argv[i], "--xattr") == 0) want_xattr = 1;
         else if (strcmp(argv[i], "--xattrmap") == 0) want_xattrmap = 1;
+        else if (strcmp(argv[i], "--locks") == 0) want_locks = 1;
         else if (strcmp(argv[i], "--host") == 0) on_host = 1;
         else if (strncmp(argv[i], "--cache=", 8) == 0) cache_mode = argv[i] + 8;
         else if (strncmp(argv[i], "--big-tree=", 11) == 0) big_tree = strtol(argv[i] + 11, NULL, 10);
         else {
-            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--xattrmap] [--cache=MODE] [--big-tree=N] [--only NAME] [--host] | --pattern N\n");
+            fprintf(stderr, "usage: checks --dir MOUNT [--xattr] [--xattrmap] [--locks] [--cache=MODE] [--big-tree=N] [--only NAME] [--host] | --pattern N\n");
             return 2;
         }
     }
@@ -1019,6 +1139,7 @@ int main(int argc, char **argv) {
         if (c->when == 2 && strcmp(cache_mode, "always") == 0) continue;
         if (c->when == 3 && big_tree <= 0) continue;
         if (c->when == 4 && !want_xattrmap) continue;
+        if (c->when == 5 && !want_locks) continue;
         if (only && strcmp(only, c->name) != 0) continue;
         detail[0] = 0;
         errno = 0;
