@@ -198,12 +198,17 @@ public enum Sandboxing {
         handleTerminationSignals { sig in
             _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig)
         }
+        // SIGUSR1 (dump the statistics) is passed on too: the operator signals the pid they started.
+        var passOn = sigaction()
+        passOn.__sigaction_handler.sa_handler = { sig in _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig) }
+        sigemptyset(&passOn.sa_mask)
+        _ = sigaction(SIGUSR1, &passOn, nil)
         // The daemon blocks these from its start so that none is lost or fatal before it
         // can handle them; here they must reach the handlers (one may already be pending),
         // whoever blocked them: the mask is inherited.
         var forwarded = sigset_t()
         sigemptyset(&forwarded)
-        for sig in terminationSignals { sigaddset(&forwarded, sig) }
+        for sig in terminationSignals + [SIGUSR1] { sigaddset(&forwarded, sig) }
         sigprocmask(SIG_UNBLOCK, &forwarded, nil)
         while true {
             let status: Int32
