@@ -23,6 +23,9 @@ public final class VhostUserFrontend {
         public var queueSize: UInt16 = 128
         /// How long to wait for any single reply.
         public var replyTimeoutMilliseconds: Int32 = 5000
+        /// Refuse a backend that offers fewer queues than wanted (GET_QUEUE_NUM). QEMU's
+        /// vhost-user-fs does not check; tests turn this off to act like it.
+        public var checkQueueCount = true
 
         public init() {}
     }
@@ -100,7 +103,7 @@ public final class VhostUserFrontend {
             ackedProtocolFeatures = settled
             if settled & (1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_MQ.rawValue)) != 0 {
                 backendQueueCount = try requestU64(CVFS_VHOST_USER_GET_QUEUE_NUM)
-                guard backendQueueCount >= UInt64(requestQueues + 1) else {
+                guard backendQueueCount >= UInt64(requestQueues + 1) || !options.checkQueueCount else {
                     throw .protocolViolation("backend supports \(backendQueueCount) queues, \(requestQueues + 1) needed")
                 }
             }
