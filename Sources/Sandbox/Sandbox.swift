@@ -88,7 +88,8 @@ public enum Sandboxing {
 
         let pid: pid_t
         do { pid = try Sys.fork() } catch { throw .fork(error) }
-        if pid > 0 { waitForChildAndExit(pid) }
+        if pid > 0 { waitForChildAndExit(pid, socketFile: c.socketFile) }
+        c.socketFile?.close()
 
         // The serving process, PID 1 of the new pid namespace. The kernel delivers to a
         // namespace's init only the signals it has a handler for, so SIGTERM/SIGINT/SIGHUP
@@ -191,7 +192,7 @@ public enum Sandboxing {
 
     /// The parent side of namespace mode: wait for the serving child, forward the
     /// termination signals, and leave with the child's status.
-    static func waitForChildAndExit(_ child: pid_t) -> Never {
+    static func waitForChildAndExit(_ child: pid_t, socketFile: SocketFile? = nil) -> Never {
         forwardedSignalTarget.store(child, ordering: .relaxed)
         // Waiting and signalling our own child need no privilege: give it all up.
         dropAllCapabilities()
@@ -219,6 +220,8 @@ public enum Sandboxing {
                 _exit(1)
             }
             let termSignal = status & 0x7f
+            // The child has ended (not merely stopped): nobody listens on the socket any more.
+            if termSignal != 0x7f { socketFile?.remove() }
             if termSignal == 0 {
                 _exit((status >> 8) & 0xff)
             }

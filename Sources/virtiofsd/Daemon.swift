@@ -78,7 +78,7 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     logger.info("sandbox: \(options.sandbox.rawValue), seccomp: \(options.seccomp.rawValue), cache: \(options.cache.rawValue), request queues: \(options.numRequestQueues), thread pool: \(options.threadPoolSize)")
 
     // ---- sandbox ----
-    let sandbox = SandboxConfiguration(
+    var sandbox = SandboxConfiguration(
         mode: options.sandbox,
         sharedDirectory: sharedPath,
         seccomp: options.seccomp,
@@ -89,6 +89,13 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         keepDacReadSearch: true,
         rlimitNofile: options.rlimitNofile,
         uidMap: uidMap, gidMap: gidMap)
+    // A socket we created is removed when we end: by the namespace parent (the serving
+    // child closes the directory descriptor this holds), or by ourselves without a
+    // sandbox. Not in chroot mode: a descriptor of a directory outside the chroot would
+    // be a way out of it; the file stays and a later daemon replaces it.
+    if case .socketPath(let path, _) = endpoint, options.sandbox != .chroot {
+        sandbox.socketFile = SocketFile(path: path)
+    }
     let isolated: SandboxResult
     do {
         let limit = try Sandboxing.raiseFileLimit(sandbox, logger: logger)
@@ -131,6 +138,7 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     reporter.stop(reporterThread)
     reporter.dump("at exit")
     filesystem.destroy()
+    if options.sandbox == .none { sandbox.socketFile?.remove() }
     return status
 }
 

@@ -54,6 +54,38 @@ final class OperatorTests: XCTestCase {
         }
     }
 
+    func testTheServingProcessHoldsNoDescriptorOfTheSocketDirectory() throws {
+        // The namespace parent keeps the socket's directory open to remove the file at the
+        // end; the sandboxed child must not have it.
+        let scratch = try Scratch()
+        let daemon = try start([], scratch: scratch)
+        guard let child = daemon.servingPID(namespaceMode: true) else { return XCTFail("no serving child") }
+        usleep(200_000)
+        let parentHolds = openPaths(daemon.pid).contains(scratch.directory.path)
+        XCTAssertTrue(parentHolds, "the parent holds the directory: \(openPaths(daemon.pid))")
+        XCTAssertFalse(openPaths(child).contains(scratch.directory.path), "\(openPaths(child))")
+        daemon.stop()
+    }
+
+    private func openPaths(_ pid: pid_t) -> [String] {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+    }
+
+    func testOnlyOurOwnSocketFileIsRemoved() throws {
+        // A daemon that finds its path taken over by a newer socket leaves that one alone.
+        let scratch = try Scratch()
+        let daemon = try start([], scratch: scratch)
+        XCTAssertNotNil(daemon.servingPID(namespaceMode: true))
+        unlink(scratch.socketPath)
+        let successor = try Sys.unixStreamSocket()
+        defer { Sys.close(successor) }
+        try Sys.bind(successor, try Sys.unixAddress(scratch.socketPath))
+        kill(daemon.pid, SIGTERM)
+        XCTAssertEqual(daemon.waitForExit(milliseconds: 3000), .exited(0), daemon.standardError)
+        XCTAssertTrue(scratch.exists(scratch.socketPath), "the successor's socket stays")
+    }
+
     func testAFrontendThatGoesAwayReadsDifferentlyFromAStop() throws {
         let scratch = try Scratch(files: ["f": "x"])
         let daemon = try start([], scratch: scratch)
