@@ -69,6 +69,8 @@ let longOptions: [String: OptionKind] = [
         return nil
     },
     "socket-path": .value { o, v in o.socketPath = v; return nil },
+    // The Rust daemon's older name of --socket-path.
+    "socket": .value { o, v in o.socketPath = v; return nil },
     "socket-group": .value { o, v in o.socketGroup = v; return nil },
     "fd": .value { o, v in
         guard let n = parseNumber(v, max: UInt64(Int32.max)) else {
@@ -131,6 +133,9 @@ let longOptions: [String: OptionKind] = [
 
     "log-level": .value(setLogLevel),
     "syslog": .flag { $0.syslog = true },
+    // The C daemon's way to go to the background once the socket listens.
+    "daemonize": .flag { $0.daemonize = true },
+    "stats": .value { o, v in o.statsPath = v; return nil },
 ]
 
 /// QEMU-style `-o name` / `-o name=VALUE` entries.
@@ -147,6 +152,13 @@ let subOptions: [String: OptionKind] = [
     "modcaps": .value(setModcaps),
     // The C daemon's switch off a racy fallback it no longer has; accepted for old scripts.
     "norace": .flag { _ in },
+    // libfuse options the C daemon took; they mean nothing for a vhost-user device.
+    "allow_root": .flag { $0.warnings.append(noEffect("-o allow_root", "the guest kernel decides who may use the mount")) },
+    "max_idle_threads": .value { o, v in
+        guard parseNumber(v, max: UInt64(Int32.max)) != nil else { return "expected a whole number" }
+        o.warnings.append(noEffect("-o max_idle_threads", "queue threads are never idle-reaped; see --thread-pool-size"))
+        return nil
+    },
     "readdirplus": .flag { $0.readdirplus = true },
     "no_readdirplus": .flag { $0.readdirplus = false },
     "sandbox": .value(setSandbox),
@@ -177,6 +189,10 @@ let subOptions: [String: OptionKind] = [
 ]
 
 // MARK: - Value handlers shared by both syntaxes
+
+func noEffect(_ spelling: String, _ why: String) -> String {
+    "'\(spelling)' is accepted for compatibility and has no effect: \(why)"
+}
 
 @Sendable func setCache(_ o: inout DaemonOptions, _ v: String) -> String? {
     guard let mode = CacheMode(option: v) else { return expectedOneOf(CacheMode.spellings) }
@@ -336,12 +352,25 @@ struct ArgumentParser {
             } else if arg == "-f" {
                 // We never daemonize: foreground is the only mode.
             } else if arg.hasPrefix("-") {
-                throw .unknownOption(arg)
+                throw .unknownOption(arg, suggestion: suggest(arg))
+            } else if let previous = optionalValueOption(before: index - 1) {
+                throw OptionError(option: previous, message:
+                    "unexpected argument '\(arg)': '\(previous)' takes its value only after '=': write '\(previous)=\(arg)'")
             } else {
                 throw OptionError(option: arg, message: "unexpected argument '\(arg)'")
             }
         }
         return options
+    }
+
+    /// The option at `position` when it is one whose value may only follow '=' and it was
+    /// given bare (`--inode-file-handles prefer`).
+    func optionalValueOption(before position: Int) -> String? {
+        guard position > 0 else { return nil }
+        let previous = arguments[position - 1]
+        guard previous.hasPrefix("--"), !previous.contains("="),
+              case .optionalValue? = longOptions[String(previous.dropFirst(2))] else { return nil }
+        return previous
     }
 
     /// The next argument as a separate value, unless it is missing or looks like an option.
@@ -365,7 +394,9 @@ struct ArgumentParser {
             inline = nil
         }
         let spelling = "--" + name
-        guard let kind = longOptions[name] else { throw .unknownOption(spelling) }
+        guard let kind = longOptions[name] else {
+            throw .unknownOption(spelling, suggestion: closest(name, among: longOptions.keys).map { "--" + $0 })
+        }
         switch kind {
         case .flag(let apply):
             guard inline == nil else { throw .unexpectedValue(spelling) }
@@ -396,7 +427,9 @@ struct ArgumentParser {
                 value = nil
             }
             let spelling = "-o " + name
-            guard let kind = subOptions[name] else { throw .unknownOption(spelling) }
+            guard let kind = subOptions[name] else {
+                throw .unknownOption(spelling, suggestion: closest(name, among: subOptions.keys).map { "-o " + $0 })
+            }
             switch kind {
             case .flag(let apply):
                 guard value == nil else { throw .unexpectedValue(spelling) }
@@ -415,6 +448,46 @@ struct ArgumentParser {
             throw .invalidValue(spelling, value, expected: expected)
         }
     }
+}
+
+// MARK: - Suggestions for misspelt options
+
+/// A near spelling of an unknown single-dash option (`-shared-dir` for `--shared-dir`).
+func suggest(_ arg: String) -> String? {
+    let name = arg.drop { $0 == "-" }
+    guard name.count > 1 else { return nil }
+    return closest(String(name.prefix { $0 != "=" }), among: longOptions.keys).map { "--" + $0 }
+}
+
+/// The known name nearest to `name`, if it is close: at most one edit for short names,
+/// two for longer ones (an edit is an insertion, deletion, substitution or swap of
+/// neighbours, so `cahce` is one edit from `cache`).
+func closest<Names: Sequence<String>>(_ name: String, among names: Names) -> String? {
+    let limit = name.count <= 4 ? 1 : 2
+    var best: (name: String, distance: Int)? = nil
+    for candidate in names.sorted() {
+        let d = editDistance(Array(name.utf8), Array(candidate.utf8))
+        if d <= limit, d < (best?.distance ?? Int.max) { best = (candidate, d) }
+    }
+    return best?.name
+}
+
+/// Optimal string alignment distance (Levenshtein plus swaps of adjacent bytes).
+func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var table = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+    for i in 0...a.count { table[i][0] = i }
+    for j in 0...b.count { table[0][j] = j }
+    for i in 1...a.count {
+        for j in 1...b.count {
+            let cost = a[i - 1] == b[j - 1] ? 0 : 1
+            var d = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + cost)
+            if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] { d = min(d, table[i - 2][j - 2] + 1) }
+            table[i][j] = d
+        }
+    }
+    return table[a.count][b.count]
 }
 
 // MARK: - Checks across options

@@ -15,8 +15,8 @@ public struct OptionError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 
-    static func unknownOption(_ spelling: String) -> OptionError {
-        OptionError(option: spelling, message: "unknown option '\(spelling)'")
+    static func unknownOption(_ spelling: String, suggestion: String? = nil) -> OptionError {
+        OptionError(option: spelling, message: "unknown option '\(spelling)'" + (suggestion.map { "; did you mean '\($0)'?" } ?? ""))
     }
 
     static func missingValue(_ spelling: String) -> OptionError {
@@ -44,16 +44,32 @@ public struct OptionError: Error, Equatable, Sendable, CustomStringConvertible {
         message: "no shared directory: give '--shared-dir=DIR' or '-o source=DIR'")
 }
 
+/// What the host says about a directory named on the command line.
+public enum DirectoryCheck: Sendable, Equatable {
+    case directory
+    case missing
+    case notADirectory
+    /// It cannot be reached or read; the reason as strerror(3) words ("Permission denied").
+    case inaccessible(String)
+}
+
 /// Checks that need the host, given as a closure so the parser stays pure:
-/// the daemon passes a real `stat`, tests pass a fake. Returns nil when all is well.
-public func validateEnvironment(_ o: DaemonOptions, directoryExists: (String) -> Bool) -> OptionError? {
-    if let dir = o.sharedDir, !directoryExists(dir) {
-        return OptionError(option: "--shared-dir",
-                           message: "shared directory '\(dir)' does not exist or is not a directory")
+/// the daemon passes a real `stat`/`access`, tests pass a fake. Returns nil when all is well.
+public func validateEnvironment(_ o: DaemonOptions, checkDirectory: (String) -> DirectoryCheck) -> OptionError? {
+    if let dir = o.sharedDir, let problem = directoryProblem(checkDirectory(dir), "shared directory '\(dir)'") {
+        return OptionError(option: "--shared-dir", message: problem)
     }
-    if let mountpoint = o.fuseMount, !directoryExists(mountpoint) {
-        return OptionError(option: "--fuse-mount",
-                           message: "mount point '\(mountpoint)' does not exist or is not a directory")
+    if let mountpoint = o.fuseMount, let problem = directoryProblem(checkDirectory(mountpoint), "mount point '\(mountpoint)'") {
+        return OptionError(option: "--fuse-mount", message: problem)
     }
     return nil
+}
+
+func directoryProblem(_ check: DirectoryCheck, _ what: String) -> String? {
+    switch check {
+    case .directory: return nil
+    case .missing: return "\(what) does not exist"
+    case .notADirectory: return "\(what) is not a directory"
+    case .inaccessible(let reason): return "\(what): \(reason)"
+    }
 }

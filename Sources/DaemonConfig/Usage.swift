@@ -38,7 +38,8 @@ public let usageText = """
       --shared-dir=DIR, -o source=DIR
                                    the directory to share (required)
       --tag=TAG                    device tag, for log lines only (max. 36 bytes)
-      --socket-path=PATH           create and listen on this vhost-user socket
+      --socket-path=PATH, --socket=PATH
+                                   create and listen on this vhost-user socket
       --socket-group=GROUP         group owner of the socket (with --socket-path)
       --fd=N                       serve on this inherited listening socket
                                    (libvirt); not with --socket-path
@@ -50,7 +51,9 @@ public let usageText = """
                                    0: every request runs on its queue thread
                                    (default 0)
       --num-request-queues=N       request queues offered to the guest, 1 to 16
-                                   (default 1)
+                                   (default 1); QEMU's num-request-queues must
+                                   not be larger
+      -o max_idle_threads=N        accepted for compatibility; no effect
 
     Caching:
       --cache=MODE, -o cache=MODE  auto, always, metadata, never (or none)
@@ -91,7 +94,7 @@ public let usageText = """
       --readonly                   refuse every change to the shared directory
                                    (default off)
       --preserve-noatime           keep O_NOATIME from the guest (default: drop it)
-      -o norace                    accepted for compatibility; no effect
+      -o norace, -o allow_root     accepted for compatibility; no effect
 
     Isolation:
       --sandbox=MODE, -o sandbox=MODE
@@ -126,7 +129,14 @@ public let usageText = """
                                    off, error (or err), warn, info, debug, trace
                                    (default info)
       -d, -o debug                 same as --log-level=debug
-      --syslog                     log to syslog instead of stderr
-      -f                           stay in the foreground (always; no effect)
+      --syslog                     log to syslog instead of stderr, fatal errors
+                                   included (they also go to stderr)
+      --stats=PATH                 serve live statistics on a UNIX socket at PATH
+                                   (default off); SIGUSR1 logs them
+      -f                           stay in the foreground (the default)
+      --daemonize                  go to the background once the socket listens
+
+    Signals: SIGTERM, SIGINT and SIGHUP stop the daemon cleanly (exit 0);
+    SIGUSR1 writes the statistics to the log.
 
     """

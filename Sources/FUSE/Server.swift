@@ -42,6 +42,8 @@ public final class Server<FS: FileSystem>: Sendable {
     private let state = Atomic<UInt8>(0)
     private let agreedFlags = Atomic<UInt64>(0)
     private let agreedMinor = Atomic<UInt32>(0)
+    /// Requests, errors and latencies since start (see Statistics.swift).
+    public let statistics = RequestStatistics()
 
     public init(filesystem: FS, options: ServerOptions, logger: Logger) {
         self.filesystem = filesystem
@@ -62,11 +64,21 @@ public final class Server<FS: FileSystem>: Sendable {
     /// Handles one request. Returns the reply length (what the transport hands
     /// back to the kernel), or 0 when there is no reply: FORGET, BATCH_FORGET,
     /// INTERRUPT, a request too broken to answer, or a writer too small for the reply.
-    public func handle<R: FuseReader, W: FuseWriter>(_ reader: inout R, _ writer: inout W) -> Int {
+    /// `queue` is for log lines only.
+    public func handle<R: FuseReader, W: FuseWriter>(_ reader: inout R, _ writer: inout W, queue: Int = 0) -> Int {
+        if logger.isEnabled(.debug) { return handleDescribed(&reader, &writer, queue: queue) }
+        return handleCounted(&reader, &writer).length
+    }
+
+    /// Handles one request and counts it in `statistics`; returns the reply length, the
+    /// opcode and the errno replied, if any.
+    func handleCounted<R: FuseReader, W: FuseWriter>(_ reader: inout R, _ writer: inout W)
+        -> (length: Int, opcode: UInt32, result: Errno?) {
+        let began = Sys.monotonicNanoseconds()
         guard let header = reader.readWire(fuse_in_header.self) else {
             // Without a whole header there is no unique id to answer to.
             logger.debug("request shorter than fuse_in_header (\(reader.remaining) bytes): dropped")
-            return 0
+            return (0, 0, nil)
         }
         let start = writer.written
         let opcode = Opcode(rawValue: header.opcode)
@@ -82,12 +94,10 @@ public final class Server<FS: FileSystem>: Sendable {
         // a reply already under way (then only the header counts).
         assert(length == 0 || result != nil || writer.written - start == length,
                "reply length \(length) but \(writer.written - start) bytes written")
-        if logger.isEnabled(.debug) {
-            let name = opcode?.name ?? "opcode \(header.opcode)"
-            let outcome = result.map { errnoName($0) } ?? (length == 0 ? "no reply" : "\(length) bytes")
-            logger.debug("\(name) unique=\(header.unique) nodeid=\(header.nodeid) -> \(outcome)")
-        }
-        return length
+        statistics.record(opcode: header.opcode, errno: result?.rawValue ?? 0,
+                          nanoseconds: Sys.monotonicNanoseconds() &- began)
+        if let result { warnIfResourceLimit(header.opcode, result) }
+        return (length, header.opcode, result)
     }
 
     // MARK: routing
@@ -471,7 +481,7 @@ public final class Server<FS: FileSystem>: Sendable {
         agreedMinor.store(minor, ordering: .releasing)
         state.store(Self.running, ordering: .releasing)
         done = true
-        logger.debug("INIT: guest 7.\(arg.minor), agreed 7.\(minor), flags 0x\(String(agreed, radix: 16))")
+        logger.info("guest mounted: FUSE 7.\(arg.minor) offered, 7.\(minor) agreed; flags \(initFlagNames(InitFlags(rawValue: agreed)))")
         return length
     }
 

@@ -47,10 +47,17 @@ public struct DaemonOptions: Sendable, Equatable {
     /// `--translate-gid` rules in order.
     public var translateGID: [TranslationRule] = []
 
-    // MARK: Logging
+    // MARK: Logging and running
 
     public var logLevel: LogLevel = .info
     public var syslog: Bool = false
+    /// Go to the background once the socket listens (`--daemonize`, the C daemon's option).
+    public var daemonize: Bool = false
+    /// Where the live statistics are served (`--stats=PATH`, a UNIX socket); nil: nowhere.
+    public var statsPath: String? = nil
+    /// What the parser wants the daemon to log once the logger exists: options accepted
+    /// for compatibility that do nothing.
+    public var warnings: [String] = []
 
     public init() {}
 

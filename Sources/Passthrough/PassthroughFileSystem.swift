@@ -418,6 +418,13 @@ public final class PassthroughFileSystem: FileSystem {
     /// files until the table is nearly full gets EMFILE for its open; the device goes on.
     static let reservedDescriptors = 64
 
+    /// What the backend holds right now, for the statistics: inodes the guest knows,
+    /// files and directories it has open, and inodes held as O_PATH descriptors.
+    public var openCounts: (inodes: Int, openFiles: Int, inodeDescriptors: Int) {
+        (inodes.withLock { $0.byKey.count }, handles.withLock { $0.files.count },
+         descriptorCount.value.load(ordering: .relaxed))
+    }
+
     /// Fails with EMFILE when one more open file would eat into the reserve.
     /// Checked before anything is created or looked up, so a refused CREATE leaves nothing behind.
     func ensureDescriptorHeadroom() throws(Errno) {

@@ -28,17 +28,38 @@ public enum LogDestination: Sendable {
 public final class Logger: Sendable {
     private let level: Atomic<Int32>
     public let destination: LogDestination
+    /// The name in each standard-error line, e.g. "virtiofsd" or "virtiofsd myfs".
     public let label: String
 
-    public init(label: String = "virtiofsd", level: LogLevel = .info, destination: LogDestination = .standardError) {
+    /// `syslogIdent` names the lines in syslog (default: `label`); the daemon passes
+    /// "virtiofsd[PID]" (or "virtiofsd-TAG[PID]") with the host pid it was started as,
+    /// since the serving process is PID 1 of its own pid namespace and LOG_PID would
+    /// make every daemon "virtiofsd[1]".
+    public init(label: String = "virtiofsd", level: LogLevel = .info, destination: LogDestination = .standardError,
+                syslogIdent: String? = nil) {
         self.label = label
         self.level = Atomic(level.rawValue)
         self.destination = destination
         if destination == .syslog {
-            // openlog keeps the ident pointer; this string lives for the process.
-            let ident = strdup(label)
-            openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON)
+            // openlog keeps the ident pointer; this string lives for the process. LOG_NDELAY
+            // connects now, while /dev/log can still be reached (the sandbox hides it).
+            let ident = strdup(syslogIdent ?? label)
+            openlog(ident, (syslogIdent == nil ? LOG_PID : 0) | LOG_NDELAY, LOG_DAEMON)
         }
+    }
+
+    /// Names later syslog lines `ident` (after a fork changed the pid).
+    public func renameSyslogIdent(_ ident: String) {
+        guard destination == .syslog else { return }
+        closelog()
+        openlog(strdup(ident), LOG_NDELAY, LOG_DAEMON)
+    }
+
+    /// Whether `path` (the syslog socket, /dev/log) is missing: syslog(3) then drops
+    /// every line without a word, so the daemon says so on standard error.
+    public static func syslogSocketMissing(_ path: String = "/dev/log") -> Bool {
+        var st = stat()
+        return stat(path, &st) != 0 || (st.st_mode & S_IFMT) != S_IFSOCK
     }
 
     /// A logger that drops everything (tests).
@@ -68,7 +89,8 @@ public final class Logger: Sendable {
     public func debug(_ message: @autoclosure () -> String) { log(.debug, message()) }
     public func trace(_ message: @autoclosure () -> String) { log(.trace, message()) }
 
-    /// UTC wall-clock time with milliseconds, e.g. "2026-11-21 11:34:37.985".
+    /// UTC wall-clock time with milliseconds and the zone, RFC 3339: "2026-11-21T11:34:37.985Z".
+    /// UTC because the sandbox hides the host's zone files.
     static func timestamp() -> String {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
@@ -79,9 +101,9 @@ public final class Logger: Sendable {
             let digits = String(v)
             return String(repeating: "0", count: max(0, width - digits.count)) + digits
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))."
-            + pad(Int32(ts.tv_nsec / 1_000_000), 3)
+            + pad(Int32(ts.tv_nsec / 1_000_000), 3) + "Z"
     }
 
     private func emit(_ l: LogLevel, _ message: String) {

@@ -5,9 +5,14 @@ import CVirtioFS
 
 /// Shutdown signals delivered as a readable descriptor instead of handlers.
 public enum Signals {
+    /// The signals that stop the daemon cleanly. SIGHUP is one of them, as in the C
+    /// daemon: there is no configuration or log file to reopen (logs go to stderr or
+    /// syslog), and a daemon whose terminal or supervisor hung up should not serve on.
+    public static let stopSignals: [Int32] = [SIGTERM, SIGINT, SIGHUP]
+
     /// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread, ignores SIGPIPE
     /// (a frontend that goes away must become EPIPE, not a dead daemon), and
-    /// returns a signalfd that becomes readable on SIGTERM or SIGINT.
+    /// returns a signalfd that becomes readable on any of them.
     ///
     /// Call it before any thread exists: threads inherit the mask, so no other
     /// thread can take the signal instead of the signalfd.
@@ -15,15 +20,22 @@ public enum Signals {
         try ignore(SIGPIPE)
         var mask = sigset_t()
         sigemptyset(&mask)
-        sigaddset(&mask, SIGTERM)
-        sigaddset(&mask, SIGINT)
-        sigaddset(&mask, SIGHUP)
+        for sig in stopSignals { sigaddset(&mask, sig) }
         try blockSignals(mask)
-        var shutdown = sigset_t()
-        sigemptyset(&shutdown)
-        sigaddset(&shutdown, SIGTERM)
-        sigaddset(&shutdown, SIGINT)
-        return try signalfd(shutdown)
+        return try signalfd(mask)
+    }
+
+    /// "SIGTERM" for 15, and so on; the number for signals without a name here.
+    public static func name(_ signal: Int32) -> String {
+        switch signal {
+        case SIGTERM: return "SIGTERM"
+        case SIGINT: return "SIGINT"
+        case SIGHUP: return "SIGHUP"
+        case SIGUSR1: return "SIGUSR1"
+        case SIGQUIT: return "SIGQUIT"
+        case SIGKILL: return "SIGKILL"
+        default: return "signal \(signal)"
+        }
     }
 
     /// The corresponding C function is `pthread_sigmask` (with SIG_BLOCK).

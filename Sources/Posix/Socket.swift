@@ -94,6 +94,12 @@ extension Sys {
         return st
     }
 
+    /// Whether this process's real ids may access `path` with `mode` (R_OK, W_OK, X_OK);
+    /// on false `Errno.current` says why. The corresponding C function is `access`.
+    public static func accessible(_ path: String, _ mode: Int32) -> Bool {
+        Glibc.access(path, mode) == 0
+    }
+
     /// The absolute path of `path` with every symbolic link, `.` and `..` resolved.
     /// The corresponding C function is `realpath`.
     public static func realpath(_ path: String) throws(Errno) -> String {

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CVirtioFS
+import Posix
 import Options
 
 /// Everything the sandbox needs to know, filled in from the command line.
@@ -20,6 +25,9 @@ public struct SandboxConfiguration: Sendable {
     /// onto itself. Checked by `checkIDMaps` before anything is written.
     public var uidMap: [IDMap]
     public var gidMap: [IDMap]
+    /// The daemon's socket file, removed by the namespace parent when the serving child
+    /// has ended (the child cannot reach the path after pivot_root).
+    public var socketFile: SocketFile? = nil
 
     public init(mode: SandboxMode = .namespace,
                 sharedDirectory: String,
@@ -40,6 +48,47 @@ public struct SandboxConfiguration: Sendable {
         self.uidMap = uidMap
         self.gidMap = gidMap
     }
+}
+
+/// A socket file the daemon created, known by its identity so that only that file is
+/// removed, never one a later daemon bound at the same path. Its directory is held open
+/// (O_PATH): pivot_root moves the root of every process in the mount namespace, the
+/// waiting namespace parent's too, so by the end the path no longer leads anywhere.
+/// The serving child closes the descriptor right after the fork.
+public struct SocketFile: Sendable, Equatable {
+    public let directoryFD: Int32
+    public let name: String
+    public let device: UInt64
+    public let inode: UInt64
+
+    /// The socket at `path` as it is now; nil when there is none (or its directory
+    /// cannot be opened).
+    public init?(path: String) {
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard !name.isEmpty,
+              let fd = try? Sys.openat(AT_FDCWD, directory, CVFS_O_PATH | O_DIRECTORY | O_CLOEXEC) else { return nil }
+        guard let st = try? Sys.fstatat(fd, name, flags: AT_SYMLINK_NOFOLLOW), (st.st_mode & S_IFMT) == S_IFSOCK else {
+            Sys.close(fd)
+            return nil
+        }
+        directoryFD = fd
+        self.name = name
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+    }
+
+    /// Unlinks the file if it is still this socket (a daemon started later on the same
+    /// path has bound a new one, which stays).
+    public func remove() {
+        guard let st = try? Sys.fstatat(directoryFD, name, flags: AT_SYMLINK_NOFOLLOW),
+              (st.st_mode & S_IFMT) == S_IFSOCK, UInt64(st.st_dev) == device, UInt64(st.st_ino) == inode else { return }
+        try? Sys.unlinkat(directoryFD, name, flags: 0)
+    }
+
+    /// Lets go of the directory (the serving child must not hold a host directory).
+    public func close() { Sys.close(directoryFD) }
 }
 
 /// What the serving process needs after `Sandboxing.enter`.

@@ -103,7 +103,8 @@ public enum Sandboxing {
 
         let pid: pid_t
         do { pid = try Sys.fork() } catch { throw .fork(error) }
-        if pid > 0 { waitForChildAndExit(pid) }
+        if pid > 0 { waitForChildAndExit(pid, socketFile: c.socketFile) }
+        c.socketFile?.close()
 
         // The serving process, PID 1 of the new pid namespace. The kernel delivers to a
         // namespace's init only the signals it has a handler for, so SIGTERM/SIGINT/SIGHUP
@@ -299,19 +300,24 @@ public enum Sandboxing {
 
     /// The parent side of namespace mode: wait for the serving child, forward the
     /// termination signals, and leave with the child's status.
-    static func waitForChildAndExit(_ child: pid_t) -> Never {
+    static func waitForChildAndExit(_ child: pid_t, socketFile: SocketFile? = nil) -> Never {
         forwardedSignalTarget.store(child, ordering: .relaxed)
         // Waiting and signalling our own child need no privilege: give it all up.
         dropAllCapabilities()
         handleTerminationSignals { sig in
             _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig)
         }
+        // SIGUSR1 (dump the statistics) is passed on too: the operator signals the pid they started.
+        var passOn = sigaction()
+        passOn.__sigaction_handler.sa_handler = { sig in _ = kill(forwardedSignalTarget.load(ordering: .relaxed), sig) }
+        sigemptyset(&passOn.sa_mask)
+        _ = sigaction(SIGUSR1, &passOn, nil)
         // The daemon blocks these from its start so that none is lost or fatal before it
         // can handle them; here they must reach the handlers (one may already be pending),
         // whoever blocked them: the mask is inherited.
         var forwarded = sigset_t()
         sigemptyset(&forwarded)
-        for sig in terminationSignals { sigaddset(&forwarded, sig) }
+        for sig in terminationSignals + [SIGUSR1] { sigaddset(&forwarded, sig) }
         sigprocmask(SIG_UNBLOCK, &forwarded, nil)
         while true {
             let status: Int32
@@ -322,6 +328,8 @@ public enum Sandboxing {
                 _exit(1)
             }
             let termSignal = status & 0x7f
+            // The child has ended (not merely stopped): nobody listens on the socket any more.
+            if termSignal != 0x7f { socketFile?.remove() }
             if termSignal == 0 {
                 _exit((status >> 8) & 0xff)
             }

@@ -101,14 +101,25 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     /// Queues whose thread is running (for tests and logs).
     public var runningQueues: [Int] { queues.indices.filter { queues[$0].worker != nil } }
 
-    /// Serves one frontend on `connection` until it disconnects (returns normally) or `shutdownFD`
-    /// (an fd that becomes readable, e.g. a signalfd or eventfd) is readable (returns normally).
-    /// Protocol errors are logged and close the connection (return normally too; throw only for
-    /// local failures such as thread creation).
+    /// How a `serve` ended.
+    public enum End: Sendable, Equatable {
+        /// `shutdownFD` became readable.
+        case shutdownRequested
+        /// The frontend closed the connection between messages (QEMU exited or stopped the device).
+        case frontendDisconnected
+        /// The frontend sent something we refuse; the error was logged and the connection closed.
+        case frontendError(VhostUserError)
+    }
+
+    /// Serves one frontend on `connection` until it disconnects, `shutdownFD` (an fd that
+    /// becomes readable, e.g. a signalfd or eventfd) is readable, or it sends a message we
+    /// refuse (logged, the connection closed); returns which. Throws only for local
+    /// failures such as thread creation.
     ///
     /// Takes ownership of `connection`: it is closed when `serve` returns, after every
     /// queue thread has stopped and all memory has been unmapped.
-    public func serve(connection: Int32, shutdownFD: Int32) throws(VhostUserError) {
+    @discardableResult
+    public func serve(connection: Int32, shutdownFD: Int32) throws(VhostUserError) -> End {
         defer {
             resetConnectionState()
             Sys.close(connection)
@@ -132,24 +143,24 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             let (incoming, shutdown, fault) = (revents[0], revents[1], revents[2])
             if shutdown != 0 {
                 logger.info("shutdown requested; closing the frontend connection")
-                return
+                return .shutdownRequested
             }
             if fault != 0 {
                 let count = (try? Sys.eventfdDrain(faultFD)) ?? 0
                 logger.error("closing the frontend connection: \(VhostUserError.guestMemoryFault) (\(count) fault(s) repaired with zero pages)")
-                return
+                return .frontendError(.guestMemoryFault)
             }
             guard incoming != 0 else { continue }
             let message: Message
             do {
                 guard let m = try codec.receive(from: connection, shutdownFD: shutdownFD) else {
                     logger.info("frontend disconnected")
-                    return
+                    return .frontendDisconnected
                 }
                 message = m
             } catch {
                 logger.error("closing the frontend connection: \(error)")
-                return
+                return error == .shutdownMidMessage ? .shutdownRequested : .frontendError(error)
             }
             logger.debug("vhost-user \(message.code.name): \(message.request)")
             do {
@@ -161,7 +172,7 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
                     try? MessageCodec.send(MessageCodec.encodeReply(message.code, payload: MessageCodec.u64Payload(1)),
                                            to: connection)
                 }
-                return
+                return .frontendError(error)
             }
         }
     }

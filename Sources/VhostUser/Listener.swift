@@ -23,7 +23,7 @@ public enum ListenerError: Error, Equatable, CustomStringConvertible {
         case .step(let step, let p, let e):
             return "cannot \(step) socket \(p): \(e)"
         case .notAListeningSocket(let fd, let reason):
-            return "--fd=\(fd) is not a listening UNIX stream socket: \(reason)"
+            return "--fd=\(fd): \(reason)"
         }
     }
 }
@@ -104,17 +104,24 @@ public enum Listener {
             do {
                 return try Sys.getsockoptInt(fd, level: level, name: name)
             } catch {
-                throw .notAListeningSocket(fd: fd, reason: "\(what): \(error)")
+                switch error {
+                case .badFileDescriptor:
+                    throw .notAListeningSocket(fd: fd, reason: "descriptor \(fd) is not open; whoever starts the daemon must pass it a listening UNIX socket there")
+                case Errno(ENOTSOCK):
+                    throw .notAListeningSocket(fd: fd, reason: "descriptor \(fd) is not a socket; it must be a listening UNIX stream socket")
+                default:
+                    throw .notAListeningSocket(fd: fd, reason: "reading the socket's \(what): \(error)")
+                }
             }
         }
         guard try option(SOL_SOCKET, CVFS_SO_DOMAIN, "domain") == AF_UNIX else {
-            throw .notAListeningSocket(fd: fd, reason: "not a UNIX socket")
+            throw .notAListeningSocket(fd: fd, reason: "descriptor \(fd) is not a UNIX socket")
         }
         guard try option(SOL_SOCKET, SO_TYPE, "type") == CVFS_SOCK_STREAM else {
-            throw .notAListeningSocket(fd: fd, reason: "not a stream socket")
+            throw .notAListeningSocket(fd: fd, reason: "descriptor \(fd) is not a stream socket")
         }
         guard try option(SOL_SOCKET, SO_ACCEPTCONN, "listening state") != 0 else {
-            throw .notAListeningSocket(fd: fd, reason: "not listening")
+            throw .notAListeningSocket(fd: fd, reason: "socket \(fd) is not listening (call listen(2) before passing it)")
         }
         return fd
     }

@@ -25,6 +25,9 @@ public final class VhostUserFrontend {
         public var replyTimeoutMilliseconds: Int32 = 5000
         /// Seal the guest memory memfd against resizing (QEMU's memory-backend-memfd default).
         public var sealMemory = true
+        /// Refuse a backend that offers fewer queues than wanted (GET_QUEUE_NUM). QEMU's
+        /// vhost-user-fs does not check; tests turn this off to act like it.
+        public var checkQueueCount = true
 
         public init() {}
     }
@@ -108,7 +111,7 @@ public final class VhostUserFrontend {
             ackedProtocolFeatures = settled
             if settled & (cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_MQ)) != 0 {
                 backendQueueCount = try requestU64(CVFS_VHOST_USER_GET_QUEUE_NUM)
-                guard backendQueueCount >= UInt64(requestQueues + 1) else {
+                guard backendQueueCount >= UInt64(requestQueues + 1) || !options.checkQueueCount else {
                     throw .protocolViolation("backend supports \(backendQueueCount) queues, \(requestQueues + 1) needed")
                 }
             }

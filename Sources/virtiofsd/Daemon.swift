@@ -14,16 +14,17 @@ import VhostUser
 /// Order matters: the listening socket before the sandbox; the sandbox, capabilities
 /// and seccomp before any thread exists.
 func runDaemon(_ options: DaemonOptions) -> Int32 {
-    let logger = Logger(label: "virtiofsd", level: options.logLevel,
-                        destination: options.syslog ? .syslog : .standardError)
+    let logger = makeLogger(options)
     // From here a stop request must end in a clean exit, not kill us half set up: keep
-    // SIGTERM/SIGINT/SIGHUP pending until the signalfd below reads them. Blocked signals
-    // are also queued for the namespace child (PID 1) before it has handlers, where the
-    // kernel would otherwise drop them.
-    var stopSignals = sigset_t()
-    sigemptyset(&stopSignals)
-    for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&stopSignals, sig) }
-    do { try Signals.blockSignals(stopSignals) } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
+    // SIGTERM/SIGINT/SIGHUP (and SIGUSR1, the statistics dump) pending until a signalfd
+    // reads them. Blocked signals are also queued for the namespace child (PID 1) before
+    // it has handlers, where the kernel would otherwise drop them.
+    var blocked = sigset_t()
+    sigemptyset(&blocked)
+    for sig in Signals.stopSignals + [SIGUSR1] { sigaddset(&blocked, sig) }
+    do { try Signals.blockSignals(blocked) } catch { fail("blocking SIGTERM/SIGINT/SIGHUP/SIGUSR1: \(error)") }
+    if let error = validateEnvironment(options, checkDirectory: checkDirectory) { fail(error.description) }
+    for warning in options.warnings { logger.warning(warning) }
 
     // ---- checks that need more than the parser ----
     // The parser already split, lower-cased and checked the names; only the lookup of
@@ -41,11 +42,11 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         fail("shared directory \(sharedDir): \(error)")
     }
 
-    logger.info("swift virtiofsd \(daemonVersion)")
+    logger.info("swift virtiofsd \(daemonVersion), pid \(getpid())")
     logger.info("shared directory: \(sharedPath)\(options.tag.map { " (tag \($0))" } ?? "")")
 
     // The same sandbox for both transports.
-    let sandbox = SandboxConfiguration(
+    var sandbox = SandboxConfiguration(
         mode: options.sandbox,
         sharedDirectory: sharedPath,
         seccomp: options.seccomp,
@@ -73,14 +74,29 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         do { listenFD = try Listener.bindSocket(path: path, group: group) } catch { fail("--socket-path: \(error)") }
         logger.info("socket: \(path)")
     case .inheritedSocket(let fd):
-        do { listenFD = try Listener.adopt(fd: fd) } catch { fail("--fd=\(fd): \(error)") }
+        do { listenFD = try Listener.adopt(fd: fd) } catch { fail("\(error)") }
         logger.info("socket: inherited descriptor \(fd)")
     case .fuseMount:
         fail("internal: host mount handled above")
     }
+    // The statistics socket too: after pivot_root its path is out of reach, the kept
+    // descriptor is not.
+    var statsFD: Int32? = nil
+    if let path = options.statsPath {
+        do { statsFD = try Listener.bindSocket(path: path) } catch { fail("--stats: \(error)") }
+        logger.info("statistics socket: \(path)")
+    }
+    if options.daemonize { daemonize(tag: options.tag, logger: logger) }
     logger.info("sandbox: \(options.sandbox.rawValue), seccomp: \(options.seccomp.rawValue), cache: \(options.cache.rawValue), request queues: \(options.numRequestQueues), thread pool: \(options.threadPoolSize)")
 
     // ---- sandbox ----
+    // A socket we created is removed when we end: by the namespace parent (the serving
+    // child closes the directory descriptor this holds), or by ourselves without a
+    // sandbox. Not in chroot mode: a descriptor of a directory outside the chroot would
+    // be a way out of it; the file stays and a later daemon replaces it.
+    if case .socketPath(let path, _) = endpoint, options.sandbox != .chroot {
+        sandbox.socketFile = SocketFile(path: path)
+    }
     let isolated: SandboxResult
     do {
         let limit = try Sandboxing.raiseFileLimit(sandbox, logger: logger)
@@ -91,7 +107,11 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
         fail("\(error)")
     }
     let shutdownFD: Int32
-    do { shutdownFD = try Signals.blockShutdownSignals() } catch { fail("blocking SIGTERM/SIGINT: \(error)") }
+    let usr1FD: Int32
+    do {
+        shutdownFD = try Signals.blockShutdownSignals()
+        usr1FD = try Signals.signalfd(signalSet([SIGUSR1]))
+    } catch { fail("blocking SIGTERM/SIGINT/SIGHUP: \(error)") }
 
     // ---- the filesystem ----
     let filesystem = openFileSystem(options, sharedPath: sharedPath, root: isolated.root,
@@ -99,33 +119,28 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     do { try Sandboxing.installSeccomp(sandbox, logger: logger) } catch { fail("\(error)") }
 
     let server = Server(filesystem: filesystem, options: ServerOptions(), logger: logger)
+    let queues = QueueCounters()
     var configuration = BackendConfiguration(numRequestQueues: options.numRequestQueues)
     configuration.threadPoolSize = options.threadPoolSize
-    let backend = VhostUserBackend(configuration: configuration, handler: FUSEQueueHandler(server: server), logger: logger)
+    let backend = VhostUserBackend(configuration: configuration, handler: FUSEQueueHandler(server: server, queues: queues),
+                                   logger: logger)
+    let reporter: StatisticsReporter
+    let reporterThread: pthread_t
+    do {
+        reporter = try StatisticsReporter(listenFD: statsFD, usr1FD: usr1FD, logger: logger) {
+            statisticsText(server.statistics.snapshot(), queues: queues, open: filesystem.openCounts)
+        }
+        reporterThread = try reporter.start()
+    } catch { fail("starting the statistics thread: \(error)") }
 
     // ---- one frontend, then exit ----
-    logger.info("waiting for the vhost-user frontend")
-    let connection: Int32
-    do {
-        guard let accepted = try acceptFrontend(listenFD: listenFD, shutdownFD: shutdownFD, logger: logger) else {
-            return 0
-        }
-        connection = accepted
-    } catch {
-        logger.error("accepting the frontend: \(error)")
-        return 1
-    }
-    Sys.close(listenFD)
-    logger.info("frontend connected")
-    do {
-        try backend.serve(connection: connection, shutdownFD: shutdownFD)
-    } catch {
-        logger.error("\(error)")
-        return 1
-    }
+    let status = serveOneFrontend(backend, listenFD: listenFD, shutdownFD: shutdownFD,
+                                  requestQueues: options.numRequestQueues, logger: logger)
+    reporter.stop(reporterThread)
+    reporter.dump("at exit")
     filesystem.destroy()
-    logger.info("frontend gone; exiting")
-    return 0
+    if options.sandbox == .none { sandbox.socketFile?.remove() }
+    return status
 }
 
 /// Waits for the one frontend: the first connection that sends something. Returns nil
@@ -137,13 +152,13 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
 func acceptFrontend(listenFD: Int32, shutdownFD: Int32, logger: Logger) throws(Errno) -> Int32? {
     while true {
         guard let candidate = try Listener.acceptOne(listenFD: listenFD, shutdownFD: shutdownFD) else {
-            logger.info("stopped by signal before a frontend connected")
+            logger.info("stopped by \(stopSignalName(shutdownFD)) before a frontend connected; exiting")
             return nil
         }
         let (_, shutdown) = try Sys.pollPair(candidate, shutdownFD)
         if shutdown != 0 {
             Sys.close(candidate)
-            logger.info("stopped by signal before the frontend spoke")
+            logger.info("stopped by \(stopSignalName(shutdownFD)) before the frontend spoke; exiting")
             return nil
         }
         if (try? Sys.peekForData(candidate)) == true { return candidate }

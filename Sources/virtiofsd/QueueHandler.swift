@@ -10,9 +10,12 @@ extension ChainWriter: FuseWriter {}
 /// Hands each descriptor chain of every queue (hiprio included) to the FUSE dispatcher.
 struct FUSEQueueHandler<FS: FileSystem>: VirtqueueHandler {
     let server: Server<FS>
+    let queues: QueueCounters
 
     func handle(queueIndex: Int, reader: inout ChainReader, writer: inout ChainWriter) -> UInt32 {
-        UInt32(truncatingIfNeeded: server.handle(&reader, &writer))
+        queues.begin(queueIndex)
+        defer { queues.end(queueIndex) }
+        return UInt32(truncatingIfNeeded: server.handle(&reader, &writer, queue: queueIndex))
     }
 }
 

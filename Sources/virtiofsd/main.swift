@@ -12,8 +12,6 @@ case .success(.help(let text)), .success(.version(let text)), .success(.printCap
     printOut(text)
     exit(0)
 case .success(.run(let options)):
-    if let error = validateEnvironment(options, directoryExists: isDirectory) {
-        fail(error.description)
-    }
+    // runDaemon checks the host first, once its logger exists.
     exit(runDaemon(options))
 }

@@ -14,7 +14,15 @@ final class OptionErrorTests: XCTestCase {
         (base + ["stray"], "unexpected argument 'stray'"),
         (base + ["-o", "bogus"], "unknown option '-o bogus'"),
         (base + ["-o", "xattr,bogus=1"], "unknown option '-o bogus'"),
-        (base + ["-o", "allow_root"], "unknown option '-o allow_root'"),
+        (base + ["-o", "allow_rot"], "unknown option '-o allow_rot'; did you mean '-o allow_root'?"),
+        (base + ["--cahce=auto"], "unknown option '--cahce'; did you mean '--cache'?"),
+        (base + ["--shared-dri=/srv"], "unknown option '--shared-dri'; did you mean '--shared-dir'?"),
+        (base + ["-o", "posix_lcok"], "unknown option '-o posix_lcok'; did you mean '-o posix_lock'?"),
+        (base + ["-shared-dir=/srv"], "unknown option '-shared-dir=/srv'; did you mean '--shared-dir'?"),
+        (base + ["--inode-file-handles", "prefer"],
+         "unexpected argument 'prefer': '--inode-file-handles' takes its value only after '=': write '--inode-file-handles=prefer'"),
+        (base + ["-o", "max_idle_threads=many"],
+         "invalid value 'many' for '-o max_idle_threads': expected a whole number"),
         (base + ["--shared-dir"], "option '--shared-dir' needs a value"),
         (base + ["--shared-dir="], "option '--shared-dir' needs a value"),
         (base + ["--cache", "--xattr"], "option '--cache' needs a value"),
@@ -139,26 +147,38 @@ final class EnvironmentTests: XCTestCase {
     func testMissingSharedDirectoryIsReported() {
         var o = baseOptions()
         o.sharedDir = "/nope"
-        XCTAssertEqual(validateEnvironment(o, directoryExists: { $0 != "/nope" })?.description,
-                       "shared directory '/nope' does not exist or is not a directory")
+        XCTAssertEqual(validateEnvironment(o, checkDirectory: { $0 == "/nope" ? .missing : .directory })?.description,
+                       "shared directory '/nope' does not exist")
+    }
+
+    func testUnreadableSharedDirectorySaysWhyNotThatItIsMissing() {
+        var o = baseOptions()
+        o.sharedDir = "/root/private"
+        let message = validateEnvironment(o, checkDirectory: { _ in .inaccessible("Permission denied") })?.description
+        XCTAssertEqual(message, "shared directory '/root/private': Permission denied")
+    }
+
+    func testAFileIsNotASharedDirectory() {
+        XCTAssertEqual(validateEnvironment(baseOptions(), checkDirectory: { _ in .notADirectory })?.description,
+                       "shared directory '/srv' is not a directory")
     }
 
     func testMissingFuseMountPointIsReported() {
         var o = baseOptions()
         o.socketPath = nil
         o.fuseMount = "/mnt/gone"
-        XCTAssertEqual(validateEnvironment(o, directoryExists: { $0 == "/srv" })?.description,
-                       "mount point '/mnt/gone' does not exist or is not a directory")
+        XCTAssertEqual(validateEnvironment(o, checkDirectory: { $0 == "/srv" ? .directory : .missing })?.description,
+                       "mount point '/mnt/gone' does not exist")
     }
 
     func testTranslationRulesPassTheEnvironmentCheck() {
         var o = baseOptions()
         o.translateGID = [.map(guestBase: 0, hostBase: 0, count: 1)]
-        XCTAssertNil(validateEnvironment(o, directoryExists: { _ in true }))
+        XCTAssertNil(validateEnvironment(o, checkDirectory: { _ in .directory }))
     }
 
     func testGoodEnvironmentPasses() {
-        XCTAssertNil(validateEnvironment(baseOptions(), directoryExists: { _ in true }))
+        XCTAssertNil(validateEnvironment(baseOptions(), checkDirectory: { _ in .directory }))
     }
 }
 

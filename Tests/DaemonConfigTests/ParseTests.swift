@@ -358,3 +358,37 @@ final class DerivedSettingsTests: XCTestCase {
                        .socketPath("/run/vfs.sock", group: "kvm"))
     }
 }
+
+final class CompatibilitySpellingTests: XCTestCase {
+    func testRustSocketAliasSetsTheSocketPath() {
+        XCTAssertEqual(options(["--socket=/run/a.sock", "--shared-dir=/srv"])?.socketPath, "/run/a.sock")
+        XCTAssertEqual(options(["--socket", "/run/b.sock", "--shared-dir=/srv"])?.socketPath, "/run/b.sock")
+    }
+
+    func testDaemonizeIsAccepted() {
+        XCTAssertEqual(options(base + ["--daemonize"])?.daemonize, true)
+        XCTAssertEqual(options(base)?.daemonize, false)
+    }
+
+    func testLibfuseOptionsWithoutMeaningAreAcceptedWithAWarning() {
+        let o = options(base + ["-o", "allow_root,max_idle_threads=10"])
+        XCTAssertEqual(o?.warnings.count, 2)
+        XCTAssertTrue(o?.warnings.allSatisfy { $0.contains("has no effect") } ?? false, "\(o?.warnings ?? [])")
+        var expected = baseOptions()
+        expected.warnings = o?.warnings ?? []
+        XCTAssertEqual(o, expected, "they change nothing else")
+    }
+
+    func testStatsPathIsOffByDefault() {
+        XCTAssertNil(options(base)?.statsPath)
+        XCTAssertEqual(options(base + ["--stats=/run/vfs.stats"])?.statsPath, "/run/vfs.stats")
+    }
+
+    func testSuggestionsComeOnlyForNearSpellings() {
+        XCTAssertEqual(closest("cahce", among: longOptions.keys), "cache")
+        XCTAssertEqual(closest("sandbx", among: longOptions.keys), "sandbox")
+        XCTAssertNil(closest("bogus", among: longOptions.keys))
+        XCTAssertNil(closest("x", among: longOptions.keys))
+        XCTAssertEqual(editDistance(Array("ab".utf8), Array("ba".utf8)), 1)
+    }
+}

@@ -56,15 +56,20 @@ final class ListenerTests: XCTestCase {
         let (a, b) = try Sys.unixStreamSocketPair()
         defer { Sys.close(a); Sys.close(b) }
         XCTAssertThrowsError(try Listener.adopt(fd: a)) { error in
-            XCTAssertEqual(error as? ListenerError, .notAListeningSocket(fd: a, reason: "not listening"))
+            XCTAssertEqual(error as? ListenerError, .notAListeningSocket(fd: a, reason: "socket \(a) is not listening (call listen(2) before passing it)"))
         }
         let file = try Sys.memfdCreate("not-a-socket")
         defer { Sys.close(file) }
-        XCTAssertThrowsError(try Listener.adopt(fd: file))
+        XCTAssertThrowsError(try Listener.adopt(fd: file)) { error in
+            XCTAssertEqual("\(error)", "--fd=\(file): descriptor \(file) is not a socket; it must be a listening UNIX stream socket")
+        }
+        XCTAssertThrowsError(try Listener.adopt(fd: 999)) { error in
+            XCTAssertTrue("\(error)".hasPrefix("--fd=999: descriptor 999 is not open;"), "\(error)")
+        }
         let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         defer { Sys.close(udp) }
         XCTAssertThrowsError(try Listener.adopt(fd: udp)) { error in
-            XCTAssertEqual(error as? ListenerError, .notAListeningSocket(fd: udp, reason: "not a UNIX socket"))
+            XCTAssertEqual(error as? ListenerError, .notAListeningSocket(fd: udp, reason: "descriptor \(udp) is not a UNIX socket"))
         }
     }
 

@@ -24,8 +24,12 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
 ALL_CONFIGS="auto none none-nokillpriv always-writeback xattr xattrmap mq2 locks"
-# Run only when asked for (--config fd-limit): slow, and meant to show a limit.
-EXTRA_CONFIGS="fd-limit idmap idmap-user translate"
+# Run only when asked for (--config NAME): fd-limit is slow and meant to show a limit;
+# idmap, idmap-user and translate need subordinate ids or user namespaces (make e2e-identity);
+# readme boots the README's recipe (its daemon options and its QEMU device line);
+# queue-mismatch gives QEMU more request queues than the daemon offers, which must fail
+# with advice in the daemon's log and exit status 1.
+EXTRA_CONFIGS="fd-limit idmap idmap-user translate readme queue-mismatch"
 # The fd-limit daemon runs with this RLIMIT_NOFILE (soft and hard), and the tree has
 # BIG_TREE_DIRS x 1000 files, more than that, whatever the host's own limits are.
 FD_LIMIT=8192
@@ -57,7 +61,7 @@ e2e_build_initramfs
 # config NAME -> daemon -o options, device properties, guest check flags
 config_daemon_opts() {
     case "$1" in
-        auto|mq2|fd-limit) echo "cache=auto" ;;
+        auto|mq2|fd-limit|readme|queue-mismatch) echo "cache=auto" ;;
         none) echo "cache=none" ;;
         none-nokillpriv) echo "cache=none,no_killpriv_v2" ;;
         always-writeback) echo "cache=always,writeback" ;;
@@ -86,6 +90,14 @@ host_id() {
         *) echo "$3" ;;
     esac
 }
+# The README's recipe: the daemon's options (less socket and directory, which the rig
+# gives) and the request-queue count of its QEMU device line.
+README=$(dirname "$0")/../../README.md
+readme_daemon_args() {
+    grep -m1 '^virtiofsd --socket-path' "$README" | tr ' ' '\n' \
+        | grep -v -e '^virtiofsd$' -e '^--socket-path=' -e '^--shared-dir=' | tr '\n' ' '
+}
+readme_device() { grep -m1 -e '-device vhost-user-fs-pci,' "$README" | grep -o 'num-request-queues=[0-9]*'; }
 # Long options beyond -o: a daemon offers a second request queue only when asked.
 config_daemon_args() {
     case "$1" in
@@ -94,9 +106,22 @@ config_daemon_args() {
         idmap-user) echo "--uid-map=:0:$IDMAP_USER:1: --uid-map=:1:$SUB_UID:65536:" \
                          "--gid-map=:0:$IDMAP_USER:1: --gid-map=:1:$SUB_GID:65536: --sandbox=namespace" ;;
         translate) echo "--translate-uid=map:0:100000:65536 --translate-gid=map:0:100000:65536" ;;
+        readme) readme_daemon_args ;;
+        queue-mismatch) echo "--num-request-queues=1" ;;
     esac
 }
-config_device() { [ "$1" = mq2 ] && echo "num-request-queues=2" || true; }
+config_device() {
+    case "$1" in
+        mq2) echo "num-request-queues=2" ;;
+        readme|queue-mismatch) readme_device ;;
+    esac
+}
+# The queues the guest must start: hiprio and each request queue of the device.
+config_queues() {
+    local n
+    n=$(config_device "$1" | grep -o '[0-9]*$')
+    seq 0 "${n:-1}" | tr '\n' ' '
+}
 config_checks() {
     case "$1" in
         none|none-nokillpriv) echo "--cache=none" ;;
@@ -187,7 +212,11 @@ run_config() {
     local base=$E2E_TMP/$label.$config
     local results=$base.results shared=$base.shared sock=$base.sock console=$base.console
     : >"$results"
-    if [ "$config" = mq2 ] && ! e2e_daemon_supports_mq "$bin"; then
+    if [ "$config" = queue-mismatch ]; then
+        run_mismatch "$label" "$bin" "$base" "$results"
+        return
+    fi
+    if [ "$config" != auto ] && [ -n "$(config_device "$config")" ] && ! e2e_daemon_supports_mq "$bin"; then
         echo "boot N/A this daemon has a single request queue (QEMU's C virtiofsd)" >>"$results"
         return
     fi
@@ -267,8 +296,8 @@ run_config() {
     # Our daemon says at info level which queues the frontend started; the guest
     # driver must have started the hiprio queue and every request queue.
     if e2e_daemon_supports_mq "$bin"; then
-        local want="0 1" q missing=""
-        [ "$config" = mq2 ] && want="0 1 2"
+        local want q missing=""
+        want=$(config_queues "$config")
         for q in $want; do grep -a -q "queue $q started" "$base.daemon.log" || missing="$missing $q"; done
         [ -z "$missing" ] && echo "queues_started PASS $want" >>"$results" \
             || echo "queues_started FAIL queue(s)$missing never started" >>"$results"
@@ -281,6 +310,38 @@ run_config() {
     esac
 }
 
+# queue-mismatch: QEMU must not start, and the daemon must say what to change and exit 1.
+run_mismatch() {
+    local label=$1 bin=$2 base=$3 results=$4
+    local shared=$base.shared sock=$base.sock console=$base.console
+    if ! e2e_daemon_supports_mq "$bin"; then
+        echo "boot N/A this daemon has a single request queue (QEMU's C virtiofsd)" >>"$results"
+        return
+    fi
+    e2e_populate_shared "$shared"
+    if ! e2e_start_daemon "$bin" "$sock" "$shared" "cache=auto" "$base.daemon.log" "$(config_daemon_args queue-mismatch)"; then
+        echo "daemon_start FAIL $(tail -n 1 "$base.daemon.log")" >>"$results"
+        e2e_stop_daemon
+        return
+    fi
+    local rc=0
+    e2e_boot "$sock" e2efs "e2e.tag=e2efs" "$console" "$(config_device queue-mismatch)" || rc=$?
+    e2e_stop_daemon
+    tr -d '\r' <"$console" >"$console.txt"
+    if grep -a -q 'E2E MOUNTED' "$console.txt"; then
+        echo "qemu_refused FAIL the guest mounted with more queues than offered" >>"$results"
+    else
+        echo "qemu_refused PASS qemu exit $rc" >>"$results"
+    fi
+    if grep -q 'the frontend uses more request queues than offered' "$base.daemon.log"; then
+        echo "advice_logged PASS $(grep -m1 -o 'start the daemon with --num-request-queues=N' "$base.daemon.log")" >>"$results"
+    else
+        echo "advice_logged FAIL $(tail -n 1 "$base.daemon.log")" >>"$results"
+    fi
+    [ "$DAEMON_EXIT" = 1 ] && echo "daemon_exit PASS exited 1" >>"$results" \
+        || echo "daemon_exit FAIL status $DAEMON_EXIT (expected 1) $DAEMON_EXIT_NOTE" >>"$results"
+}
+
 # Counts of a results file: "passed failed skipped na".
 count_results() {
     awk '{ if ($2=="PASS") p++; else if ($2=="FAIL") f++; else if ($2=="SKIP") s++; else if ($2=="N/A") n++ }
@@ -290,7 +351,7 @@ count_results() {
 total_pass=0 total_fail=0 ref_pass=0 ref_fail=0
 t0=$SECONDS
 for config in $configs; do
-    echo "== $config: -o $(config_daemon_opts "$config") $(config_daemon_args "$config")$( [ "$config" = mq2 ] && echo ", device num-request-queues=2")"
+    echo "== $config: -o $(config_daemon_opts "$config") $(config_daemon_args "$config")$( [ -n "$(config_device "$config")" ] && echo ", device $(config_device "$config")")"
     run_config ours "$daemon" "$config"
     ours=$E2E_TMP/ours.$config.results
     if [ -n "$reference" ]; then
