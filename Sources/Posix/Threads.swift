@@ -59,5 +59,14 @@ extension Sys {
         public func wait() {
             while sem_wait(sem) != 0 && errno == EINTR {}
         }
+
+        /// Takes one if the count is positive; false at once otherwise. EINTR is retried.
+        /// The corresponding C function is `sem_trywait`.
+        public func tryWait() -> Bool {
+            while true {
+                if sem_trywait(sem) == 0 { return true }
+                if errno != EINTR { return false }
+            }
+        }
     }
 }

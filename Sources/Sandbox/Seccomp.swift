@@ -55,7 +55,7 @@ extension Sandboxing {
         SyscallRule("clone3", "pthread_create"),
         SyscallRule("set_robust_list", "set up by glibc in every new thread"),
         SyscallRule("rseq", "glibc registers restartable sequences in every new thread"),
-        SyscallRule("sched_yield", "spin locks back off"),
+        SyscallRule("sched_yield", "queue threads leave the CPU while they watch the ring; spin locks back off"),
         SyscallRule("sched_getaffinity", "sizing the thread pool by available CPUs"),
         SyscallRule("exit", "a thread ends"),
         SyscallRule("exit_group", "the process ends"),

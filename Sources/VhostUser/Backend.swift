@@ -160,7 +160,12 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
                 message = m
             } catch {
                 logger.error("closing the frontend connection: \(error)")
-                return error == .shutdownMidMessage ? .shutdownRequested : .frontendError(error)
+                switch error {
+                case .shutdownMidMessage: return .shutdownRequested
+                // The frontend went away; what it left half sent is no request to refuse.
+                case .truncatedMessage: return .frontendDisconnected
+                default: return .frontendError(error)
+                }
             }
             logger.debug("vhost-user \(message.code.name): \(message.request)")
             do {

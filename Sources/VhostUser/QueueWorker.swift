@@ -71,7 +71,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
     func stop() {
         guard let thread else { return }
         try? Sys.eventfdSignal(stopFD)
-        pthread_join(thread, nil)
+        Sys.joinThread(thread)
         self.thread = nil
     }
 
@@ -93,7 +93,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
                 return true
             }
             // Leave the CPU to the frontend if it shares ours.
-            sched_yield()
+            Sys.yieldThread()
         } while Sys.monotonicNanoseconds() < deadline
         spin.record(found: false, window: window)
         return false

@@ -9,29 +9,6 @@ protocol PoolJob: AnyObject, Sendable {
     func run(_ index: Int)
 }
 
-/// A POSIX counting semaphore at a stable address.
-final class Semaphore: @unchecked Sendable {
-    // sem_t is designed for concurrent use from any thread.
-    private let sem = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
-    init() { sem_init(sem, 0, 0) }
-    deinit {
-        sem_destroy(sem)
-        sem.deallocate()
-    }
-    func post() { sem_post(sem) }
-    /// Takes a post if one is there; false at once otherwise.
-    func tryWait() -> Bool {
-        while true {
-            if sem_trywait(sem) == 0 { return true }
-            if errno != EINTR { return false }
-        }
-    }
-    /// Waits for one post, retrying when a signal interrupts the wait.
-    func wait() {
-        while sem_wait(sem) != 0 && errno == EINTR {}
-    }
-}
-
 /// A fixed set of threads that run chain handlers for queues with many
 /// chains pending. Jobs sit in a FIFO guarded by a mutex; the array keeps its
 /// capacity, so submitting does not allocate once warm.
@@ -44,7 +21,7 @@ final class WorkerPool: @unchecked Sendable {
 
     // The job FIFO; `available` counts the jobs (plus one post per thread at shutdown).
     private let state = Mutex(State())
-    private let available = Semaphore()
+    private let available = Sys.Semaphore()
     private var threads: [pthread_t] = []
     let size: Int
 
@@ -62,13 +39,7 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     func submit(_ job: PoolJob, _ index: Int) {
-        state.withLock { s in
-            if s.head == s.jobs.count {
-                s.jobs.removeAll(keepingCapacity: true)
-                s.head = 0
-            }
-            s.jobs.append((job, index))
-        }
+        state.withLock { $0.jobs.append((job, index)) }
         available.post()
     }
 
@@ -76,7 +47,7 @@ final class WorkerPool: @unchecked Sendable {
     func shutdown() {
         state.withLock { $0.stopping = true }
         for _ in threads { available.post() }
-        for t in threads { pthread_join(t, nil) }
+        for t in threads { Sys.joinThread(t) }
         threads = []
     }
 
@@ -87,6 +58,12 @@ final class WorkerPool: @unchecked Sendable {
                 guard s.head < s.jobs.count else { return nil }
                 let job = s.jobs[s.head]
                 s.head += 1
+                // Emptied as soon as every job is taken, so a finished batch (and the
+                // memory table it holds) is not kept alive by the FIFO.
+                if s.head == s.jobs.count {
+                    s.jobs.removeAll(keepingCapacity: true)
+                    s.head = 0
+                }
                 return job
             }
             if let (job, index) = next {
@@ -131,7 +108,7 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
         var head = 0
     }
     private let finished: Mutex<Finished>
-    private let chainDone = Semaphore()
+    private let chainDone = Sys.Semaphore()
     /// Where detached chains' replies go, and the memory their buffers lie in
     /// (fixed for the queue thread's life: a new table restarts it).
     let replies: LateReplies

@@ -105,7 +105,7 @@ final class StatisticsReporter: Sendable {
 
     func stop(_ thread: pthread_t) {
         try? Sys.eventfdSignal(stopFD)
-        pthread_join(thread, nil)
+        Sys.joinThread(thread)
     }
 
     private func run() {
