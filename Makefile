@@ -58,6 +58,10 @@ e2e: release
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 	@# A find over more files than RLIMIT_NOFILE allows: the top complaint about virtiofsd.
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --config fd-limit
+	@# The README's recipe as written, a QEMU wanting more queues than offered, and
+	@# the identity models (user-namespace maps as root and unprivileged, translation).
+	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --config readme --config queue-mismatch \
+	    --config idmap --config idmap-user --config translate
 
 e2e-reference: release
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --reference /usr/lib/qemu/virtiofsd $(E2E_ARGS)
