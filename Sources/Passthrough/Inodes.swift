@@ -133,27 +133,22 @@ struct InodeTable {
     }
 }
 
-/// An open file or directory.
-/// @unchecked Sendable: `direntBuffer` is only touched while `position` is held.
-final class OpenFile: @unchecked Sendable {
+/// An open file or directory. A directory handle holds no listing buffer: READDIR
+/// seeks to the guest's offset and reads into its thread's buffer, so a guest that
+/// opens many directories costs one descriptor each, nothing more.
+final class OpenFile: Sendable {
     let fd: Int32
     let inode: InodeData
     /// Serialises seek+getdents on a directory handle.
     let position = Mutex<Void>(())
-    /// getdents64 buffer of a directory handle, reused across READDIR requests.
-    let direntBuffer: UnsafeMutableRawBufferPointer?
-    static let direntBufferSize = 32 * 1024
 
     init(fd: Int32, inode: InodeData) {
         self.fd = fd
         self.inode = inode
-        direntBuffer = inode.isDirectory
-            ? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.direntBufferSize, alignment: 8) : nil
     }
 
     deinit {
         Sys.close(fd)
-        direntBuffer?.deallocate()
     }
 }
 
