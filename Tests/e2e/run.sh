@@ -9,7 +9,7 @@
 # what the guest wrote. With --reference the same runs are repeated with a second
 # daemon and both result columns are printed side by side.
 #
-# Configurations: auto none always-writeback xattr xattrmap mq2 (default: all of them), and
+# Configurations: auto none always-writeback xattr xattrmap mq4 (default: all of them), and
 # fd-limit (only on request: the daemon gets RLIMIT_NOFILE 8192 and the guest stats
 # 12000 host files).
 # Exit status: 0 when no check of --daemon failed, 1 otherwise, 2 on usage errors.
@@ -18,7 +18,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-ALL_CONFIGS="auto none always-writeback xattr xattrmap mq2"
+ALL_CONFIGS="auto none always-writeback xattr xattrmap mq4"
 # Run only when asked for (--config fd-limit): slow, and meant to show a limit.
 EXTRA_CONFIGS="fd-limit"
 # The fd-limit daemon runs with this RLIMIT_NOFILE (soft and hard), and the tree has
@@ -52,16 +52,17 @@ e2e_build_initramfs
 # config NAME -> daemon -o options, device properties, guest check flags
 config_daemon_opts() {
     case "$1" in
-        auto|mq2|fd-limit) echo "cache=auto" ;;
+        auto|mq4|fd-limit) echo "cache=auto" ;;
         none) echo "cache=none" ;;
         always-writeback) echo "cache=always,writeback" ;;
         xattr) echo "cache=auto,xattr" ;;
         xattrmap) echo "cache=auto,xattrmap=:prefix:all::user.virtiofs.::bad:all:::" ;;
     esac
 }
-# Long options beyond -o: a daemon offers a second request queue only when asked.
-config_daemon_args() { [ "$1" = mq2 ] && echo "--num-request-queues=2" || true; }
-config_device() { [ "$1" = mq2 ] && echo "num-request-queues=2" || true; }
+# Long options beyond -o: none. mq4 passes no --num-request-queues, as libvirt does:
+# the device property alone must get the guest four request queues.
+config_daemon_args() { true; }
+config_device() { [ "$1" = mq4 ] && echo "num-request-queues=4" || true; }
 config_checks() {
     case "$1" in
         none) echo "--cache=none" ;;
@@ -148,7 +149,7 @@ run_config() {
     local base=$E2E_TMP/$label.$config
     local results=$base.results shared=$base.shared sock=$base.sock console=$base.console
     : >"$results"
-    if [ "$config" = mq2 ] && ! e2e_daemon_supports_mq "$bin"; then
+    if [ "$config" = mq4 ] && ! e2e_daemon_supports_mq "$bin"; then
         echo "boot N/A this daemon has a single request queue (QEMU's C virtiofsd)" >>"$results"
         return
     fi
@@ -206,7 +207,7 @@ run_config() {
     # driver must have started the hiprio queue and every request queue.
     if e2e_daemon_supports_mq "$bin"; then
         local want="0 1" q missing=""
-        [ "$config" = mq2 ] && want="0 1 2"
+        [ "$config" = mq4 ] && want="0 1 2 3 4"
         for q in $want; do grep -a -q "queue $q started" "$base.daemon.log" || missing="$missing $q"; done
         [ -z "$missing" ] && echo "queues_started PASS $want" >>"$results" \
             || echo "queues_started FAIL queue(s)$missing never started" >>"$results"
@@ -228,7 +229,7 @@ count_results() {
 total_pass=0 total_fail=0 ref_pass=0 ref_fail=0
 t0=$SECONDS
 for config in $configs; do
-    echo "== $config: -o $(config_daemon_opts "$config") $(config_daemon_args "$config")$( [ "$config" = mq2 ] && echo ", device num-request-queues=2")"
+    echo "== $config: -o $(config_daemon_opts "$config") $(config_daemon_args "$config")$( [ "$config" = mq4 ] && echo ", device num-request-queues=4")"
     run_config ours "$daemon" "$config"
     ours=$E2E_TMP/ours.$config.results
     if [ -n "$reference" ]; then
