@@ -126,3 +126,24 @@ func printFootprint(_ rows: [(String, FootprintResult)]) {
     print("RSS is VmRSS of the serving process from /proc/PID/status, idle = listening with no")
     print("frontend, connected = 1 s after the vhost-user handshake and FUSE INIT.")
 }
+
+/// User plus system CPU time of `pid` (all its threads), in clock ticks; 0 if it is gone.
+func processCPUTicks(_ pid: pid_t) -> Int {
+    let text = String(decoding: readAll("/proc/\(pid)/stat"), as: UTF8.self)
+    // "pid (comm) state ppid ...": utime and stime are fields 14 and 15, the 12th and
+    // 13th after the comm's closing parenthesis.
+    guard let close = text.lastIndex(of: ")") else { return 0 }
+    let rest = text[text.index(after: close)...].split(separator: " ")
+    guard rest.count > 12, let user = Int(rest[11]), let system = Int(rest[12]) else { return 0 }
+    return user + system
+}
+
+/// CPU ticks of `root`'s whole process tree (the namespace sandbox's parent and its child).
+func treeCPUTicks(_ root: pid_t) -> Int {
+    processTree(root).reduce(0) { $0 + processCPUTicks($1) }
+}
+
+/// VmRSS of `root`'s whole process tree, in KiB.
+func treeResidentKiB(_ root: pid_t) -> Int {
+    processTree(root).compactMap(processMemory).reduce(0) { $0 + $1.rssKiB }
+}
