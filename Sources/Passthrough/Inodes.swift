@@ -110,6 +110,21 @@ struct InodeTable {
         return id
     }
 
+    /// True when a node with `key` is held by a descriptor (its inode cannot have been reused).
+    func holdsDescriptor(_ key: InodeKey) -> Bool {
+        guard let id = byKey[key], let node = nodes[id] else { return false }
+        return !node.data.isHandle
+    }
+
+    /// Takes one more lookup on a node with `key` held by a descriptor; its id and
+    /// whether it is a submount root. nil for unknown keys and handle-held nodes.
+    mutating func referenceHeld(_ key: InodeKey) -> (NodeID, Bool)? {
+        guard let id = byKey[key], var node = nodes[id], !node.data.isHandle else { return nil }
+        node.lookups &+= 1
+        nodes[id] = node
+        return (id, node.isSubmount)
+    }
+
     /// Inserts a new node with one lookup.
     mutating func insert(_ data: InodeData) -> NodeID {
         let id = nextID
@@ -139,8 +154,12 @@ struct InodeTable {
 final class OpenFile: Sendable {
     let fd: Int32
     let inode: InodeData
-    /// Serialises seek+getdents on a directory handle.
-    let position = Mutex<Void>(())
+    /// Serialises seek+getdents on a directory handle, and holds where the host
+    /// descriptor stands (the d_off the next getdents64 starts from; `unknownPosition`
+    /// when it must seek). A READDIR that continues from there needs no lseek, which on
+    /// some filesystems (ext4 hashed directories) throws away their listing state.
+    let position = Mutex<UInt64>(0)
+    static let unknownPosition = UInt64.max
 
     init(fd: Int32, inode: InodeData) {
         self.fd = fd

@@ -195,8 +195,39 @@ public final class PassthroughFileSystem: FileSystem {
         }
     }
 
-    /// Looks up `name` in `parent` and takes one lookup count.
+    /// Looks up `name` in `parent` and takes one lookup count. A file the table
+    /// already holds costs one statx; a new one costs statx, open and statx.
     func lookupChild(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        if let known = try lookupKnown(parent, name) { return known }
+        return try lookupNew(parent, name)
+    }
+
+    /// lookupChild for a READDIRPLUS entry, whose host inode number is known: a number
+    /// the table does not hold on the parent's device is a new file (open and statx), one
+    /// it holds is most likely that file (statx confirms it).
+    func lookupListed(_ parent: InodeData, _ name: UnsafePointer<CChar>, hostInode: UInt64) throws(Errno) -> Entry {
+        let guess = InodeKey(device: parent.key.device, inode: hostInode, mountID: parent.key.mountID)
+        if inodes.withLock({ $0.holdsDescriptor(guess) }), let known = try lookupKnown(parent, name) { return known }
+        return try lookupNew(parent, name)
+    }
+
+    /// One statx of `name`: if it is a file the table holds by descriptor, takes a lookup
+    /// on it. nil when the file is not in the table (or held by a handle, whose inode
+    /// number may have been reused: only opening it tells). Throws when there is no such name.
+    func lookupKnown(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry? {
+        let (attributes, mountID) = try parent.withPathFD { (pfd) throws(Errno) -> (stat, UInt64) in
+            try Sys.statxIdentity(pfd, name, flags: CVFS_AT_SYMLINK_NOFOLLOW)
+        }
+        let key = InodeKey(attributes, mountID: mountID)
+        guard let (id, isSubmount) = inodes.withLock({ $0.referenceHeld(key) }) else { return nil }
+        var entry = makeEntry(id, attributes)
+        if isSubmount { entry.attributeFlags = UInt32(FUSE_ATTR_SUBMOUNT) }
+        return entry
+    }
+
+    /// Opens `name` below `parent` and enters it into the table (or takes a lookup on
+    /// the node it turns out to be).
+    func lookupNew(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
         let fd = try openChild(parent, name)
         let (entry, key) = try adoptKeyed(fd)
         // A directory on another mount than its parent is the root of a submount.

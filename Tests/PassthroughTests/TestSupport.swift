@@ -94,6 +94,8 @@ struct CollectingSink: DirectorySink {
 
     func fits(nameLength: Int) -> Bool { used + Self.size(nameLength, plus: plus) <= capacity }
 
+    var remainingBytes: Int { capacity - used }
+
     mutating func add(_ entry: DirectoryEntry, plus: Entry?) -> Bool {
         guard fits(nameLength: entry.name.count) else { return false }
         used += Self.size(entry.name.count, plus: self.plus)
