@@ -77,6 +77,8 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     logger.info("sandbox: \(options.sandbox.rawValue), seccomp: \(options.seccomp.rawValue), cache: \(options.cache.rawValue), request queues: \(options.numRequestQueues), thread pool: \(options.threadPoolSize)")
 
     // ---- sandbox ----
+    // Where the code is mapped, read while /proc is still the host's.
+    let codeMappings = Sandbox.codeMappings()
     let sandbox = SandboxConfiguration(
         mode: sandboxMode(options.sandbox),
         sharedDirectory: sharedPath,
@@ -111,6 +113,9 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     let backend = VhostUserBackend(configuration: configuration, handler: FUSEQueueHandler(server: server), logger: logger)
 
     // ---- one frontend, then exit ----
+    // Start-up touched megabytes of code that will not run again; the serving path
+    // brings back the pages it uses.
+    Sandbox.releaseCodePages(codeMappings)
     logger.info("waiting for the vhost-user frontend")
     let connection: Int32
     do {
