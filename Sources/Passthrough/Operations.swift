@@ -35,12 +35,7 @@ extension PassthroughFileSystem {
             table.files.removeAll()
             return all
         }
-        let nodes = inodes.withLock { table -> [Node] in
-            let dropped = table.nodes.filter { $0.key != rootNodeID }.map { $0.value }
-            table.nodes = table.nodes.filter { $0.key == rootNodeID }
-            table.byKey = table.byKey.filter { $0.value == rootNodeID }
-            return dropped
-        }
+        let nodes = inodes.removeAllButRoot()
         _ = (files.count, nodes.count)
     }
 
@@ -60,7 +55,7 @@ extension PassthroughFileSystem {
         guard directory.isDirectory else { throw Errno.notDirectory }
         if !dotdot || parent == rootNodeID {
             let attributes = try stat(directory)
-            let id = inodes.withLock { $0.reference(directory.key) }
+            let id = inodes.reference(directory.key)
             guard let id else { throw Errno.noEntry }
             return makeEntry(id, attributes)
         }
@@ -105,7 +100,7 @@ extension PassthroughFileSystem {
     }
 
     public func forget(_ node: NodeID, count: UInt64) {
-        let dropped = inodes.withLock { $0.forget(node, count: count) }
+        let dropped = inodes.forget(node, count: count)
         _ = dropped // released here, outside the lock
     }
 
@@ -443,7 +438,7 @@ extension PassthroughFileSystem {
     /// Syncs the shared directory's filesystem and every submount seen below it.
     public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
         _ = try inode(node)
-        let mounts = inodes.withLock { Array($0.mountFDs.values) }
+        let mounts = inodes.mountFDs.withLock { Array($0.values) }
         if mounts.isEmpty {
             try withIOFD(root, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.syncfs(fd) }
         }

@@ -176,7 +176,7 @@ class PassthroughTestCase: XCTestCase {
     }
 
     func lookupCount(_ node: NodeID) -> UInt64? {
-        fs.inodes.withLock { $0.nodes[node]?.lookups }
+        fs.inodes.lookups(node)
     }
 
     /// Reads a whole directory through readdir, resuming from each last offset.
