@@ -64,3 +64,22 @@ final class DirectoryMemoryTests: XCTestCase {
                           "5,000 open directories grew the daemon from \(before) KiB to \(after) KiB")
     }
 }
+
+/// The namespace sandbox's parent only waits for the serving child: it must not keep
+/// the megabytes of code pages that start-up touched before the fork.
+final class WaitingParentMemoryTests: XCTestCase {
+    func testWaitingParentGivesBackStartUpCodePages() throws {
+        try XCTSkipIf(DaemonUnderTest.isReference, "our daemon's parent")
+        let rig = try Rig()
+        let client = try rig.fuseClient()
+        try client.initialize()
+        usleep(200_000)
+        guard let status = try? String(contentsOfFile: "/proc/\(rig.daemon.pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssFile:") }),
+              let kib = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" })[1]) else {
+            return XCTFail("cannot read the parent's memory")
+        }
+        // Before: the fork's copy of every page start-up touched, 6 MiB and more.
+        XCTAssertLessThan(kib, 3 << 10, "the waiting parent holds \(kib) KiB of file pages")
+    }
+}
