@@ -202,7 +202,8 @@ for cell in cells {
         if let e = r.error {
             line += "  FAILED: \(e)"
         } else {
-            line += pad(fixed(r.opsPerSecond, 0), 11, right: true)
+            // Whole listings are few per second: a decimal keeps their ratios meaningful.
+            line += pad(fixed(r.opsPerSecond, r.opsPerSecond < 100 ? 1 : 0), 11, right: true)
             line += pad(r.bytesPerOperation > 0 ? fixed(r.megabytesPerSecond, 1) : "-", 10, right: true)
             line += pad(fixed(r.quantileMicroseconds(0.5), 1), 10, right: true)
             line += pad(fixed(r.quantileMicroseconds(0.99), 1), 10, right: true)
