@@ -82,9 +82,12 @@ e2e-identity: release
 e2e-libvirt11: release
 	Tests/e2e/libvirt11.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 
+# RUST_VIRTIOFSD: the Rust virtiofsd to compare with (its column is skipped if it is missing).
+RUST_VIRTIOFSD ?= ../shared/tools/rust-virtiofsd
+
 bench: release
 	$(SWIFT) build -c release --product virtiofsd-bench
-	$(BUILD_DIR)/release/virtiofsd-bench --daemon $(RELEASE_BIN)
+	$(BUILD_DIR)/release/virtiofsd-bench --daemon $(RELEASE_BIN) --rust $(RUST_VIRTIOFSD) --seconds 4
 
 demo: release
 	Tests/e2e/demo.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)

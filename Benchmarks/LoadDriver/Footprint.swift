@@ -57,22 +57,6 @@ func processTree(_ root: pid_t) -> [pid_t] {
     return tree
 }
 
-/// User plus system CPU time of `root` and its descendants, in nanoseconds
-/// (/proc/PID/stat utime and stime, clock ticks).
-func processTreeCPUNanoseconds(_ root: pid_t) -> UInt64 {
-    let ticksPerSecond = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
-    var ticks: UInt64 = 0
-    for pid in processTree(root) {
-        let text = String(decoding: readAll("/proc/\(pid)/stat"), as: UTF8.self)
-        guard let close = text.lastIndex(of: ")") else { continue }
-        // After "(comm)": state is field 3, utime 14 and stime 15.
-        let rest = text[text.index(after: close)...].split(separator: " ")
-        guard rest.count > 12, let user = UInt64(rest[11]), let system = UInt64(rest[12]) else { continue }
-        ticks += user + system
-    }
-    return ticks * 1_000_000_000 / ticksPerSecond
-}
-
 /// What `--footprint` reports for one daemon.
 struct FootprintResult {
     var binaryBytes = 0
@@ -141,4 +125,25 @@ func printFootprint(_ rows: [(String, FootprintResult)]) {
     }
     print("RSS is VmRSS of the serving process from /proc/PID/status, idle = listening with no")
     print("frontend, connected = 1 s after the vhost-user handshake and FUSE INIT.")
+}
+
+/// User plus system CPU time of `pid` (all its threads), in clock ticks; 0 if it is gone.
+func processCPUTicks(_ pid: pid_t) -> Int {
+    let text = String(decoding: readAll("/proc/\(pid)/stat"), as: UTF8.self)
+    // "pid (comm) state ppid ...": utime and stime are fields 14 and 15, the 12th and
+    // 13th after the comm's closing parenthesis.
+    guard let close = text.lastIndex(of: ")") else { return 0 }
+    let rest = text[text.index(after: close)...].split(separator: " ")
+    guard rest.count > 12, let user = Int(rest[11]), let system = Int(rest[12]) else { return 0 }
+    return user + system
+}
+
+/// CPU ticks of `root`'s whole process tree (the namespace sandbox's parent and its child).
+func treeCPUTicks(_ root: pid_t) -> Int {
+    processTree(root).reduce(0) { $0 + processCPUTicks($1) }
+}
+
+/// VmRSS of `root`'s whole process tree, in KiB.
+func treeResidentKiB(_ root: pid_t) -> Int {
+    processTree(root).compactMap(processMemory).reduce(0) { $0 + $1.rssKiB }
 }

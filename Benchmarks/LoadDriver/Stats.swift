@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What one cell (target x operation x depth) measured.
 struct CellResult {
     var operations = 0
@@ -6,12 +10,14 @@ struct CellResult {
     /// Per-operation latencies in nanoseconds.
     var latencies: [UInt64] = []
     var error: String?
-    /// The daemon's CPU time (user + system, all its processes) over the run; nil where not measured.
-    var cpuNanoseconds: UInt64?
+    /// FUSE requests sent (a multi-request operation counts each), and the CPU time
+    /// (user + system) the daemon's process tree spent meanwhile, in clock ticks.
+    var requests = 0
+    var cpuTicks = 0
 
-    var cpuMicrosecondsPerOperation: Double? {
-        guard let cpu = cpuNanoseconds, operations > 0 else { return nil }
-        return Double(cpu) / 1000 / Double(operations)
+    /// Daemon CPU per FUSE request, in microseconds.
+    var cpuMicrosecondsPerRequest: Double {
+        requests > 0 ? Double(cpuTicks) * 1e6 / Double(sysconf(Int32(_SC_CLK_TCK))) / Double(requests) : 0
     }
 
     var opsPerSecond: Double { seconds > 0 ? Double(operations) / seconds : 0 }

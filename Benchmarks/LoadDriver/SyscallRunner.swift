@@ -59,6 +59,20 @@ final class SyscallWorker: @unchecked Sendable {
                 ok = fd >= 0 && pwrite(fd, buffer, 4096, 0) == 4096
                 if fd >= 0 { close(fd) }
                 ok = ok && unlinkat(directoryFD, name, 0) == 0
+            case .readdirplus:
+                // What READDIRPLUS needs at least: the names, and the attributes of each.
+                let fd = openat(directoryFD, Fixture.listDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                guard fd >= 0, let dir = fdopendir(fd) else {
+                    if fd >= 0 { close(fd) }
+                    ok = false
+                    break
+                }
+                while let entry = readdir(dir) {
+                    ok = withUnsafeBytes(of: entry.pointee.d_name) { name in
+                        fstatat(fd, name.baseAddress!.assumingMemoryBound(to: CChar.self), &st, AT_SYMLINK_NOFOLLOW) == 0
+                    } && ok
+                }
+                closedir(dir)
             }
             if !ok {
                 error = "\(operation.rawValue): errno \(errno)"

@@ -17,6 +17,9 @@ final class VirtioSession {
     let readHandle: UInt64
     let writeNode: UInt64
     let writeHandle: UInt64
+    let listNode: UInt64
+    /// VmRSS of the daemon's process tree right after FUSE INIT (the guest just mounted), KiB.
+    let mountedResidentKiB: Int
 
     init(binary: String, directory: String, label: String, extraArguments: [String]) throws(FrontendError) {
         daemon = try DaemonProcess(binary: binary, socketPath: directory + "/\(label).sock",
@@ -24,18 +27,35 @@ final class VirtioSession {
                                    extraArguments: extraArguments)
         do {
             // Each slot holds 1 MiB in and out; the rest is rings.
-            frontend = try VhostUserFrontend(socketPath: daemon.socketPath, memorySize: 128 << 20)
+            frontend = try Self.connect(daemon.socketPath)
             try frontend.handshake()
             fuse = try FuseClient(frontend: frontend, slots: Self.maxDepth, maxData: 1 << 20)
             try fuse.initialize()
+            mountedResidentKiB = treeResidentKiB(daemon.pid)
             statNode = try fuse.lookup(name: Fixture.statFile).nodeid
             readNode = try fuse.lookup(name: Fixture.readFile).nodeid
             readHandle = try fuse.open(node: readNode, flags: O_RDONLY).fh
             writeNode = try fuse.lookup(name: Fixture.writeFile).nodeid
             writeHandle = try fuse.open(node: writeNode, flags: O_RDWR).fh
+            listNode = try fuse.lookup(name: Fixture.listDirectory).nodeid
         } catch {
             daemon.stop()
             throw error
+        }
+    }
+
+    /// Connects to the daemon's socket. A daemon's socket file appears at bind(), a
+    /// moment before it listens: a refused connection is tried again for up to a second.
+    static func connect(_ socketPath: String) throws(FrontendError) -> VhostUserFrontend {
+        var attempts = 0
+        while true {
+            do {
+                return try VhostUserFrontend(socketPath: socketPath, memorySize: 128 << 20)
+            } catch {
+                attempts += 1
+                if attempts >= 50 { throw error }
+                usleep(20_000)
+            }
         }
     }
 
@@ -50,13 +70,20 @@ final class VirtioSession {
         var node: UInt64 = 0
         var handle: UInt64 = 0
         var name = ""
+        /// readdirplus: the offset to continue from.
+        var offset: UInt64 = 0
     }
+
+    /// A listing's READDIRPLUS size: what Linux 6.1 asks for (one page).
+    static let listingRequestSize = 4096
 
     private struct Completion {
         var slot: Int
         var error: Int32
         var node: UInt64
         var handle: UInt64
+        /// READDIRPLUS: the last entry's offset, nil for an empty reply (the end).
+        var lastOffset: UInt64?
     }
 
     /// Keeps `depth` operations in flight for `seconds`; each slot starts its next
@@ -71,6 +98,7 @@ final class VirtioSession {
         }
         var states = [SlotState](repeating: SlotState(), count: depth)
         var counter = 0
+        var requests = 0
         var completions: [Completion] = []
         completions.reserveCapacity(depth)
 
@@ -92,7 +120,23 @@ final class VirtioSession {
             case (.createCycle, 2): request = .release(node: s.node, handle: s.handle, flags: O_RDWR)
             case (.createCycle, 3): request = .unlink(parent: UInt64(FUSE_ROOT_ID), name: s.name)
             case (.createCycle, _): request = .forget(node: s.node, lookups: 1)
+            case (.readdirplus, 0):
+                request = .raw(opcode: FUSE_OPENDIR.rawValue, node: listNode,
+                               body: Self.bytes(of: fuse_open_in(flags: UInt32(O_RDONLY), open_flags: 0)),
+                               replyCapacity: MemoryLayout<fuse_open_out>.size)
+            case (.readdirplus, 1):
+                var body = fuse_read_in()
+                body.fh = s.handle
+                body.offset = s.offset
+                body.size = UInt32(Self.listingRequestSize)
+                request = .raw(opcode: FUSE_READDIRPLUS.rawValue, node: listNode, body: Self.bytes(of: body),
+                               replyCapacity: Self.listingRequestSize)
+            case (.readdirplus, _):
+                var body = fuse_release_in()
+                body.fh = s.handle
+                request = .raw(opcode: FUSE_RELEASEDIR.rawValue, node: listNode, body: Self.bytes(of: body), replyCapacity: 64)
             }
+            requests += 1
             counter += 1
             try fuse.start(request, slot: slot)
         }
@@ -106,10 +150,11 @@ final class VirtioSession {
         switch operation {
         case .lookupForget: stepsPerOperation = 2
         case .createCycle: stepsPerOperation = 5
+        case .readdirplus: stepsPerOperation = 3
         default: stepsPerOperation = 1
         }
 
-        let cpuBefore = processTreeCPUNanoseconds(daemon.pid)
+        let ticksBefore = treeCPUTicks(daemon.pid)
         let start = Sys.monotonicNanoseconds()
         let deadline = start + UInt64(seconds * 1e9)
         do throws(FrontendError) {
@@ -118,7 +163,11 @@ final class VirtioSession {
                 completions.removeAll(keepingCapacity: true)
                 try fuse.waitCompletions(timeoutMilliseconds: 10_000) { reply in
                     var c = Completion(slot: reply.slot, error: reply.error, node: 0, handle: 0)
-                    if reply.opcode == FUSE_LOOKUP.rawValue, let entry = reply.decode(fuse_entry_out.self) {
+                    if reply.opcode == FUSE_OPENDIR.rawValue, let open = reply.decode(fuse_open_out.self) {
+                        c.handle = open.fh
+                    } else if reply.opcode == FUSE_READDIRPLUS.rawValue {
+                        c.lastOffset = Self.lastOffset(reply.payload)
+                    } else if reply.opcode == FUSE_LOOKUP.rawValue, let entry = reply.decode(fuse_entry_out.self) {
                         c.node = entry.nodeid
                     } else if reply.opcode == FUSE_CREATE.rawValue, let entry = reply.decode(fuse_entry_out.self),
                               reply.payload.count >= MemoryLayout<fuse_entry_out>.size + MemoryLayout<fuse_open_out>.size {
@@ -134,6 +183,12 @@ final class VirtioSession {
                     }
                     if c.node != 0 { states[c.slot].node = c.node }
                     if c.handle != 0 { states[c.slot].handle = c.handle }
+                    if operation == .readdirplus && states[c.slot].step == 1, let last = c.lastOffset {
+                        // More entries may follow: READDIRPLUS again from the last one.
+                        states[c.slot].offset = last
+                        try issue(c.slot)
+                        continue
+                    }
                     states[c.slot].step += 1
                     if states[c.slot].step < stepsPerOperation {
                         try issue(c.slot)
@@ -153,7 +208,26 @@ final class VirtioSession {
             }
         }
         result.seconds = Double(Sys.monotonicNanoseconds() - start) / 1e9
-        result.cpuNanoseconds = processTreeCPUNanoseconds(daemon.pid) &- cpuBefore
+        result.requests = requests
+        result.cpuTicks = treeCPUTicks(daemon.pid) - ticksBefore
         return result
+    }
+
+    static func bytes<T>(of value: T) -> [UInt8] {
+        withUnsafeBytes(of: value) { Array($0) }
+    }
+
+    /// The offset of the last entry of a READDIRPLUS reply; nil when it holds none.
+    static func lastOffset(_ payload: UnsafeRawBufferPointer) -> UInt64? {
+        let entrySize = MemoryLayout<fuse_entry_out>.size
+        let direntSize = MemoryLayout<fuse_dirent>.size
+        var position = 0
+        var last: UInt64?
+        while position + entrySize + direntSize <= payload.count {
+            let dirent = payload.loadUnaligned(fromByteOffset: position + entrySize, as: fuse_dirent.self)
+            last = dirent.off
+            position += (entrySize + direntSize + Int(dirent.namelen) + 7) & ~7
+        }
+        return last
     }
 }

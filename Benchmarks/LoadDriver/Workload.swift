@@ -12,13 +12,14 @@ enum Operation: String, CaseIterable {
     case write4k = "write 4KiB"
     case write1m = "write 1MiB"
     case createCycle = "create+write+release+unlink"
+    case readdirplus = "readdirplus"
 
     /// Payload bytes one operation moves (for MB/s); 0 when throughput means nothing.
     var bytes: Int {
         switch self {
         case .read4k, .write4k, .createCycle: return 4096
         case .read1m, .write1m: return 1 << 20
-        case .getattr, .lookupForget: return 0
+        case .getattr, .lookupForget, .readdirplus: return 0
         }
     }
 }
@@ -28,6 +29,9 @@ enum Fixture {
     static let statFile = "stat-me"
     static let readFile = "read-data"
     static let writeFile = "write-data"
+    /// A directory of `listEntries` empty files, listed whole by `readdirplus`.
+    static let listDirectory = "list"
+    static let listEntries = 10_000
     /// Reads and writes walk through this much of a file, so the page cache is warm but offsets vary.
     static let fileSize = 32 << 20
 
@@ -46,6 +50,13 @@ enum Fixture {
         let fd = open(directory + "/" + statFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return false }
         close(fd)
+        let list = directory + "/" + listDirectory
+        guard mkdir(list, 0o755) == 0 || errno == EEXIST else { return false }
+        for n in 0..<listEntries {
+            let entry = open(list + "/entry-\(n)", O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard entry >= 0 else { return false }
+            close(entry)
+        }
         return true
     }
 

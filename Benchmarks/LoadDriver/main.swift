@@ -10,6 +10,7 @@ struct Settings {
     var daemon: String?
     var reference = DaemonProcess.referencePath
     var runReference = true
+    var rust: String?
     var seconds = 2.0
     var depths = [1, 16]
     /// Microseconds the driver waits after each completed operation before the next (0: none).
@@ -21,15 +22,17 @@ struct Settings {
 
 func usage() -> Never {
     print("""
-    usage: virtiofsd-bench [--daemon PATH] [--reference PATH | --no-reference] [--seconds S]
-                           [--depths 1,16] [--only OP[,OP...]] [--pace-us N] [--daemon-arg ARG]...
+    usage: virtiofsd-bench [--daemon PATH] [--reference PATH | --no-reference] [--rust PATH]
+                           [--seconds S] [--depths 1,16] [--only OP[,OP...]] [--pace-us N]
+                           [--daemon-arg ARG]...
            virtiofsd-bench --footprint [--daemon PATH] [--reference PATH | --no-reference]
     Runs each operation at each depth for S seconds against: our daemon (--daemon),
-    the reference daemon, and plain syscalls. --pace-us makes the driver wait N us after each
-    completed operation before it starts the next (a guest that is not busy all the time;
-    meant for depth 1). CPU us/op is the
-    daemon's user+system time (every process of it) per operation. --footprint instead reports each
-    daemon's binary size and resident memory, idle and after a frontend connects. Operations: \(Operation.allCases.map(\.rawValue).joined(separator: ", "))
+    QEMU's C daemon (--reference), the Rust daemon (--rust, when given) and plain
+    syscalls, the daemons one after another within each cell, each with a fresh process.
+    --pace-us makes the driver wait N us after each completed operation before it starts
+    the next (a guest that is not busy all the time; meant for depth 1).
+    --footprint instead reports each daemon's binary size and resident memory, idle
+    and after a frontend connects. Operations: \(Operation.allCases.map(\.rawValue).joined(separator: ", "))
     """)
     exit(2)
 }
@@ -46,6 +49,7 @@ func parseSettings() -> Settings {
         case "--daemon": settings.daemon = value(arg)
         case "--reference": settings.reference = value(arg)
         case "--no-reference": settings.runReference = false
+        case "--rust": settings.rust = value(arg)
         case "--seconds":
             guard let s = Double(value(arg)), s > 0 else { usage() }
             settings.seconds = s
@@ -78,7 +82,7 @@ struct Cell: Hashable {
 }
 
 enum Target: String, CaseIterable {
-    case ours, reference, syscalls
+    case ours, reference, rust, syscalls
 }
 
 let settings = parseSettings()
@@ -95,46 +99,43 @@ defer { removeTree(workDirectory) }
 let cells = settings.operations.flatMap { op in settings.depths.map { Cell(operation: op, depth: $0) } }
 var results: [Target: [Cell: CellResult]] = [:]
 var notes: [Target: String] = [:]
+/// VmRSS of each daemon's process tree right after INIT, from its first session (KiB).
+var mountedResident: [Target: Int] = [:]
 
+/// A daemon the run compares: where it is and how it is started.
+struct DaemonTarget {
+    let target: Target
+    let binary: String
+    let extra: [String]
+    var usable = true
+}
+
+/// Runs one cell against one daemon, in a fresh process; nil result when it could not start.
 @MainActor
-func runDaemon(_ target: Target, binary: String, extra: [String]) {
-    let label = target.rawValue
-    guard access(binary, X_OK) == 0 else {
-        notes[target] = "not run: no executable at \(binary)"
+func runCell(_ cell: Cell, _ daemon: inout DaemonTarget) {
+    let label = daemon.target.rawValue
+    guard daemon.usable else { return }
+    let session: VirtioSession
+    do {
+        session = try VirtioSession(binary: daemon.binary, directory: workDirectory, label: label, extraArguments: daemon.extra)
+    } catch {
+        let log = String(decoding: readAll(workDirectory + "/\(label).log"), as: UTF8.self)
+        notes[daemon.target] = "FAILED to start or set up \(daemon.binary): \(error)" +
+            (log.isEmpty ? "" : "\n    daemon log: " + log.split(separator: "\n").suffix(3).joined(separator: " | "))
+        daemon.usable = false
         return
     }
-    guard Fixture.make(workDirectory + "/\(label)-shared") else {
-        notes[target] = "not run: cannot create the fixture"
-        return
+    if mountedResident[daemon.target] == nil { mountedResident[daemon.target] = session.mountedResidentKiB }
+    print("  \(pad(label, 10)) \(pad(cell.operation.rawValue, 28)) depth \(pad(String(cell.depth), 2, right: true)) ...", terminator: "")
+    fflush(nil)
+    let r = session.run(cell.operation, depth: cell.depth, seconds: settings.seconds,
+                        paceMicroseconds: settings.paceMicroseconds)
+    print(r.error.map { " FAILED: \($0)" } ?? " \(fixed(r.opsPerSecond, 0)) ops/s")
+    results[daemon.target, default: [:]][cell] = r
+    if !session.daemon.isRunning, let exit = session.daemon.exit {
+        notes[daemon.target] = "daemon \(exit) during \(cell.operation.rawValue)"
     }
-    var session: VirtioSession?
-    var table: [Cell: CellResult] = [:]
-    for cell in cells {
-        if session == nil {
-            do {
-                session = try VirtioSession(binary: binary, directory: workDirectory, label: label, extraArguments: extra)
-            } catch {
-                let log = String(decoding: readAll(workDirectory + "/\(label).log"), as: UTF8.self)
-                notes[target] = "FAILED to start or set up \(binary): \(error)" +
-                    (log.isEmpty ? "" : "\n    daemon log: " + log.split(separator: "\n").suffix(3).joined(separator: " | "))
-                break
-            }
-        }
-        guard let s = session else { break }
-        print("  \(pad(label, 10)) \(pad(cell.operation.rawValue, 28)) depth \(pad(String(cell.depth), 2, right: true)) ...", terminator: "")
-        fflush(nil)
-        let r = s.run(cell.operation, depth: cell.depth, seconds: settings.seconds, paceMicroseconds: settings.paceMicroseconds)
-        print(r.error.map { " FAILED: \($0)" } ?? " \(fixed(r.opsPerSecond, 0)) ops/s")
-        table[cell] = r
-        if r.error != nil || !s.daemon.isRunning {
-            // The connection may be unusable; the next cell starts a fresh daemon.
-            if !s.daemon.isRunning, let exit = s.daemon.exit { notes[target] = "daemon \(exit) during \(cell.operation.rawValue)" }
-            s.close()
-            session = nil
-        }
-    }
-    session?.close()
-    results[target] = table
+    session.close()
 }
 
 /// The whole file, or what could be read of it; empty when it cannot be opened.
@@ -168,28 +169,32 @@ if settings.footprint {
 }
 
 print("virtiofsd-bench: \(settings.seconds) s per cell, depths \(settings.depths), \(cells.count) cells per target")
-if let daemon = settings.daemon {
-    print("ours: \(daemon)")
-    runDaemon(.ours, binary: daemon, extra: settings.daemonArguments)
-} else {
-    notes[.ours] = "not run: pass --daemon PATH"
+var daemons: [DaemonTarget] = []
+@MainActor
+func addDaemon(_ target: Target, _ binary: String?, extra: [String], missing: String) {
+    guard let binary else { notes[target] = missing; return }
+    guard access(binary, X_OK) == 0 else { notes[target] = "not run: no executable at \(binary)"; return }
+    guard Fixture.make(workDirectory + "/\(target.rawValue)-shared") else {
+        notes[target] = "not run: cannot create the fixture"; return
+    }
+    print("\(target.rawValue): \(binary)")
+    daemons.append(DaemonTarget(target: target, binary: binary, extra: extra))
 }
-if settings.runReference {
-    print("reference: \(settings.reference)")
-    runDaemon(.reference, binary: settings.reference, extra: [])
-} else {
-    notes[.reference] = "not run (--no-reference)"
-}
+addDaemon(.ours, settings.daemon, extra: settings.daemonArguments, missing: "not run: pass --daemon PATH")
+addDaemon(.reference, settings.runReference ? settings.reference : nil, extra: [], missing: "not run (--no-reference)")
+addDaemon(.rust, settings.rust, extra: [], missing: "not run: pass --rust PATH")
 print("syscalls: the same work on the host directory (one thread per request in flight)")
 let syscallDirectory = workDirectory + "/syscalls-shared"
-if Fixture.make(syscallDirectory) {
-    var table: [Cell: CellResult] = [:]
-    for cell in cells {
-        table[cell] = runSyscalls(cell.operation, depth: cell.depth, seconds: settings.seconds, directory: syscallDirectory)
+let syscallsReady = Fixture.make(syscallDirectory)
+if !syscallsReady { notes[.syscalls] = "not run: cannot create the fixture" }
+// Interleaved: every daemon runs a cell before any runs the next, so a slow
+// spell of the machine hits all of them alike.
+for cell in cells {
+    for index in daemons.indices { runCell(cell, &daemons[index]) }
+    if syscallsReady {
+        results[.syscalls, default: [:]][cell] = runSyscalls(cell.operation, depth: cell.depth,
+                                                             seconds: settings.seconds, directory: syscallDirectory)
     }
-    results[.syscalls] = table
-} else {
-    notes[.syscalls] = "not run: cannot create the fixture"
 }
 
 // MARK: - Report
@@ -197,8 +202,8 @@ if Fixture.make(syscallDirectory) {
 print("")
 print(pad("operation", 30) + pad("depth", 6, right: true) + "  " + pad("target", 10) + pad("ops/s", 11, right: true)
       + pad("MB/s", 10, right: true) + pad("p50 us", 10, right: true) + pad("p99 us", 10, right: true)
-      + pad("CPU us/op", 11, right: true))
-print(String(repeating: "-", count: 100))
+      + pad("CPU us/req", 12, right: true))
+print(String(repeating: "-", count: 101))
 for cell in cells {
     for target in Target.allCases {
         guard let r = results[target]?[cell] else { continue }
@@ -206,20 +211,33 @@ for cell in cells {
         if let e = r.error {
             line += "  FAILED: \(e)"
         } else {
-            line += pad(fixed(r.opsPerSecond, 0), 11, right: true)
+            // Whole listings are few per second: a decimal keeps their ratios meaningful.
+            line += pad(fixed(r.opsPerSecond, r.opsPerSecond < 100 ? 1 : 0), 11, right: true)
             line += pad(r.bytesPerOperation > 0 ? fixed(r.megabytesPerSecond, 1) : "-", 10, right: true)
             line += pad(fixed(r.quantileMicroseconds(0.5), 1), 10, right: true)
             line += pad(fixed(r.quantileMicroseconds(0.99), 1), 10, right: true)
-            line += pad(r.cpuMicrosecondsPerOperation.map { fixed($0, 1) } ?? "-", 11, right: true)
+            line += pad(target == .syscalls ? "-" : fixed(r.cpuMicrosecondsPerRequest, 1), 12, right: true)
         }
         print(line)
     }
-    func ratio(_ a: Target, _ b: Target) -> String {
-        guard let x = results[a]?[cell], let y = results[b]?[cell], x.error == nil, y.error == nil, y.opsPerSecond > 0 else { return "-" }
-        return fixed(x.opsPerSecond / y.opsPerSecond, 2)
+    func ops(_ t: Target) -> Double? {
+        guard let x = results[t]?[cell], x.error == nil, x.opsPerSecond > 0 else { return nil }
+        return x.opsPerSecond
     }
-    print(pad("", 38) + "ours/reference \(ratio(.ours, .reference))   ours/syscalls \(ratio(.ours, .syscalls))"
-          + "   reference/syscalls \(ratio(.reference, .syscalls))")
+    func ratio(_ a: Double?, _ b: Double?) -> String {
+        guard let a, let b else { return "-" }
+        return fixed(a / b, 2)
+    }
+    let best = [ops(.reference), ops(.rust)].compactMap { $0 }.max()
+    print(pad("", 38) + "ours/best-other \(ratio(ops(.ours), best))   ours/reference \(ratio(ops(.ours), ops(.reference)))"
+          + "   ours/rust \(ratio(ops(.ours), ops(.rust)))   ours/syscalls \(ratio(ops(.ours), ops(.syscalls)))")
+}
+if !mountedResident.isEmpty {
+    print("")
+    print("memory right after mount (VmRSS summed over the daemon's process tree, after FUSE INIT):")
+    for target in Target.allCases {
+        if let kib = mountedResident[target] { print("  \(pad(target.rawValue, 10)) \(fixed(Double(kib) / 1024, 1)) MiB") }
+    }
 }
 for target in Target.allCases {
     if let note = notes[target] { print("\(target.rawValue): \(note)") }

@@ -50,9 +50,9 @@ public let usageText = """
       --thread-pool-size=N         worker threads for busy queues, 0 to 1024;
                                    0: every request runs on its queue thread
                                    (default 0)
-      --num-request-queues=N       request queues offered to the guest, 1 to 16
-                                   (default 1); QEMU's num-request-queues must
-                                   not be larger
+      --num-request-queues=N       most request queues offered to the guest,
+                                   1 to 16; a thread starts only for each queue
+                                   the guest enables (default 16)
       -o max_idle_threads=N        accepted for compatibility; no effect
 
     Caching:

@@ -218,6 +218,14 @@ public protocol DirectorySink {
     func fits(nameLength: Int) -> Bool
     /// Appends an entry (with its lookup result for readdirplus); false if it did not fit.
     mutating func add(_ entry: DirectoryEntry, plus: Entry?) -> Bool
+    /// Bytes still free in the reply, so a backend can read no more entries from the
+    /// host than the reply can take (reading ahead makes the next READDIR seek back).
+    var remainingBytes: Int { get }
+}
+
+extension DirectorySink {
+    /// Unknown: a backend reads as much as it likes.
+    public var remainingBytes: Int { Int.max }
 }
 
 /// The operations a FUSE filesystem serves. The dispatcher (`Server`) decodes

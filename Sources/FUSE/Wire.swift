@@ -282,6 +282,8 @@ struct DirentPacker: DirectorySink {
         FuseWire.align8((plus ? Self.entryOutSize : 0) + Self.direntHeaderSize + nameLength)
     }
 
+    var remainingBytes: Int { capacity - used }
+
     func fits(nameLength: Int) -> Bool {
         nameLength > 0 && nameLength <= FuseWire.maxNameLength
             && recordLength(nameLength: nameLength) <= capacity - used

@@ -21,8 +21,11 @@ public struct DaemonOptions: Sendable, Equatable {
 
     /// Worker pool size (`--thread-pool-size`); 0 means every request runs on its queue thread.
     public var threadPoolSize: Int = 0
-    /// Request queues offered to the guest (`--num-request-queues`), 1...16.
-    public var numRequestQueues: Int = 1
+    /// Most request queues offered to the guest (`--num-request-queues`), 1...16. The
+    /// default offers 16: the frontend (QEMU's `num-request-queues`, which libvirt sets
+    /// from its own settings and never passes to the daemon) decides how many it uses,
+    /// and only the queues it enables get a thread.
+    public var numRequestQueues: Int = 16
 
     // MARK: What the guest sees
 

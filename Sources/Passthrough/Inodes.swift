@@ -93,14 +93,13 @@ struct Node {
     var isSubmount = false
 }
 
-/// The inode table. Node ids are ours, handed out in order and never reused,
-/// so a constant generation is enough to keep (node id, generation) unique.
+/// One shard of the inode table. Node ids are ours, handed out in order and never
+/// reused, so a constant generation is enough to keep (node id, generation) unique.
 struct InodeTable {
     var nodes: [NodeID: Node] = [:]
     var byKey: [InodeKey: NodeID] = [:]
-    var nextID: NodeID = rootNodeID + 1
-    /// A real directory descriptor per mount, for open_by_handle_at. Held for the process lifetime.
-    var mountFDs: [UInt64: Int32] = [:]
+    /// The next id's sequence number; ids are `sequence << shardBits | shard`.
+    var nextSequence: NodeID = 1
 
     /// Takes one more lookup on an existing node with `key`.
     mutating func reference(_ key: InodeKey) -> NodeID? {
@@ -110,13 +109,19 @@ struct InodeTable {
         return id
     }
 
-    /// Inserts a new node with one lookup.
-    mutating func insert(_ data: InodeData) -> NodeID {
-        let id = nextID
-        nextID &+= 1
-        nodes[id] = Node(data: data, lookups: 1)
-        byKey[data.key] = id
-        return id
+    /// True when a node with `key` is held by a descriptor (its inode cannot have been reused).
+    func holdsDescriptor(_ key: InodeKey) -> Bool {
+        guard let id = byKey[key], let node = nodes[id] else { return false }
+        return !node.data.isHandle
+    }
+
+    /// Takes one more lookup on a node with `key` held by a descriptor; its id and
+    /// whether it is a submount root. nil for unknown keys and handle-held nodes.
+    mutating func referenceHeld(_ key: InodeKey) -> (NodeID, Bool)? {
+        guard let id = byKey[key], var node = nodes[id], !node.data.isHandle else { return nil }
+        node.lookups &+= 1
+        nodes[id] = node
+        return (id, node.isSubmount)
     }
 
     /// Subtracts lookups; returns the dropped file (to be released outside the lock).
@@ -133,27 +138,163 @@ struct InodeTable {
     }
 }
 
-/// An open file or directory.
-/// @unchecked Sendable: `direntBuffer` is only touched while `position` is held.
-final class OpenFile: @unchecked Sendable {
+/// A lock and the shard it guards (a class, so shards can sit in an array).
+final class InodeShard: Sendable {
+    let table = Mutex(InodeTable())
+}
+
+/// The inode table, split into shards by host identity so that requests on
+/// different queues rarely wait for each other: a node's id names its shard, and
+/// its key hashes to the same one, so every operation takes one shard's lock.
+///
+/// Bounded: at most `maxNodes` nodes (ENFILE beyond). Each node holds a descriptor
+/// (itself bounded by the descriptor budget) or a file handle of at most 136 bytes,
+/// plus about 200 bytes of table: about 350 MB at the bound.
+final class InodeStore: Sendable {
+    static let shardBits = 4
+    static let shardCount = 1 << shardBits
+    static let maxNodes = 1 << 20
+    let maxNodesPerShard: Int
+
+    private let shards: [InodeShard] = (0..<InodeStore.shardCount).map { _ in InodeShard() }
+    /// The shard the root's key hashes to; the root's id (1) is kept there.
+    private let rootShard: Int
+    /// A real directory descriptor per mount, for open_by_handle_at. Held for the process lifetime.
+    let mountFDs = Mutex<[UInt64: Int32]>([:])
+
+    /// A store holding `root` as node 1, and at most about `maxNodes` others.
+    init(root: InodeData, maxNodes: Int = InodeStore.maxNodes) {
+        maxNodesPerShard = max(1, maxNodes / Self.shardCount)
+        rootShard = Self.shardIndex(root.key)
+        shards[rootShard].table.withLock { table in
+            table.nodes[rootNodeID] = Node(data: root, lookups: 1)
+            table.byKey[root.key] = rootNodeID
+        }
+    }
+
+    static func shardIndex(_ key: InodeKey) -> Int {
+        // Inode numbers vary in the low bits; mixing in the device keeps mounts apart.
+        let mixed = (key.inode ^ (key.device &* 0x9E37_79B9_7F4A_7C15)) &* 0xBF58_476D_1CE4_E5B9
+        return Int(truncatingIfNeeded: mixed >> 60) & (shardCount - 1)
+    }
+
+    private func shard(_ key: InodeKey) -> InodeShard { shards[Self.shardIndex(key)] }
+
+    private func shard(_ id: NodeID) -> InodeShard {
+        id == rootNodeID ? shards[rootShard] : shards[Int(truncatingIfNeeded: id) & (Self.shardCount - 1)]
+    }
+
+    /// The file of node `id`.
+    func data(_ id: NodeID) -> InodeData? {
+        shard(id).table.withLock { $0.nodes[id]?.data }
+    }
+
+    /// The kernel's lookup count of node `id`.
+    func lookups(_ id: NodeID) -> UInt64? {
+        shard(id).table.withLock { $0.nodes[id]?.lookups }
+    }
+
+    func isSubmount(_ id: NodeID) -> Bool {
+        shard(id).table.withLock { $0.nodes[id]?.isSubmount ?? false }
+    }
+
+    func markSubmount(_ id: NodeID) {
+        shard(id).table.withLock { $0.nodes[id]?.isSubmount = true }
+    }
+
+    func reference(_ key: InodeKey) -> NodeID? {
+        shard(key).table.withLock { $0.reference(key) }
+    }
+
+    func referenceHeld(_ key: InodeKey) -> (NodeID, Bool)? {
+        shard(key).table.withLock { $0.referenceHeld(key) }
+    }
+
+    func holdsDescriptor(_ key: InodeKey) -> Bool {
+        shard(key).table.withLock { $0.holdsDescriptor(key) }
+    }
+
+    /// The node with `key` and its file, if any.
+    func existing(_ key: InodeKey) -> (NodeID, InodeData)? {
+        shard(key).table.withLock { table in
+            guard let id = table.byKey[key], let node = table.nodes[id] else { return nil }
+            return (id, node.data)
+        }
+    }
+
+    /// Unmaps `key` from node `id` (which stays until forgotten), so the key gets a new node.
+    func unmapKey(_ key: InodeKey, from id: NodeID) {
+        shard(key).table.withLock { table in
+            if table.byKey[key] == id { table.byKey[key] = nil }
+        }
+    }
+
+    /// Takes a lookup on the node with `data.key`, or enters `data` as a new node with
+    /// one lookup. ENFILE when the shard is full.
+    func referenceOrInsert(_ data: InodeData) throws(Errno) -> NodeID {
+        let index = Self.shardIndex(data.key)
+        let result = shards[index].table.withLock { table -> NodeID? in
+            if let id = table.reference(data.key) { return id }
+            guard table.nodes.count < maxNodesPerShard else { return nil }
+            let id = table.nextSequence << NodeID(Self.shardBits) | NodeID(index)
+            table.nextSequence &+= 1
+            table.nodes[id] = Node(data: data, lookups: 1)
+            table.byKey[data.key] = id
+            return id
+        }
+        guard let result else { throw Errno(ENFILE) }
+        return result
+    }
+
+    /// Subtracts lookups; returns the dropped file (to be released outside the lock).
+    func forget(_ id: NodeID, count: UInt64) -> InodeData? {
+        shard(id).table.withLock { $0.forget(id, count: count) }
+    }
+
+    /// Every node but the root, removed; returned to be released outside the locks.
+    func removeAllButRoot() -> [Node] {
+        var dropped: [Node] = []
+        for shard in shards {
+            shard.table.withLock { table in
+                for (id, node) in table.nodes where id != rootNodeID { dropped.append(node) }
+                table.nodes = table.nodes.filter { $0.key == rootNodeID }
+                table.byKey = table.byKey.filter { $0.value == rootNodeID }
+            }
+        }
+        return dropped
+    }
+
+    /// How many nodes there are, the root included.
+    var count: Int {
+        shards.reduce(0) { sum, shard in sum + shard.table.withLock { $0.nodes.count } }
+    }
+
+    /// Every node's file (for tests and diagnostics).
+    var allData: [InodeData] {
+        shards.flatMap { shard in shard.table.withLock { $0.nodes.values.map(\.data) } }
+    }
+}
+
+/// An open file or directory. A directory handle holds no listing buffer: READDIR
+/// seeks to the guest's offset and reads into its thread's buffer, so a guest that
+/// opens many directories costs one descriptor each, nothing more.
+final class OpenFile: Sendable {
     let fd: Int32
     let inode: InodeData
-    /// Serialises seek+getdents on a directory handle.
-    let position = Mutex<Void>(())
-    /// getdents64 buffer of a directory handle, reused across READDIR requests.
-    let direntBuffer: UnsafeMutableRawBufferPointer?
-    static let direntBufferSize = 32 * 1024
+    /// Serialises seek+getdents on a directory handle, and holds where the host
+    /// descriptor stands (the d_off the next getdents64 starts from; `unknownPosition`
+    /// when it must seek). A READDIR that continues from there needs no lseek, which on
+    /// some filesystems (ext4 hashed directories) throws away their listing state.
+    let position = Mutex<UInt64>(0)
+    static let unknownPosition = UInt64.max
 
     init(fd: Int32, inode: InodeData) {
         self.fd = fd
         self.inode = inode
-        direntBuffer = inode.isDirectory
-            ? UnsafeMutableRawBufferPointer.allocate(byteCount: Self.direntBufferSize, alignment: 8) : nil
     }
 
     deinit {
         Sys.close(fd)
-        direntBuffer?.deallocate()
     }
 }
 

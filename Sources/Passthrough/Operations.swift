@@ -36,12 +36,7 @@ extension PassthroughFileSystem {
             table.files.removeAll()
             return all
         }
-        let nodes = inodes.withLock { table -> [Node] in
-            let dropped = table.nodes.filter { $0.key != rootNodeID }.map { $0.value }
-            table.nodes = table.nodes.filter { $0.key == rootNodeID }
-            table.byKey = table.byKey.filter { $0.value == rootNodeID }
-            return dropped
-        }
+        let nodes = inodes.removeAllButRoot()
         _ = (files.count, nodes.count)
     }
 
@@ -61,7 +56,7 @@ extension PassthroughFileSystem {
         guard directory.isDirectory else { throw Errno.notDirectory }
         if !dotdot || parent == rootNodeID {
             let attributes = try stat(directory)
-            let id = inodes.withLock { $0.reference(directory.key) }
+            let id = inodes.reference(directory.key)
             guard let id else { throw Errno.noEntry }
             return makeEntry(id, attributes)
         }
@@ -106,7 +101,7 @@ extension PassthroughFileSystem {
     }
 
     public func forget(_ node: NodeID, count: UInt64) {
-        let dropped = inodes.withLock { $0.forget(node, count: count) }
+        let dropped = inodes.forget(node, count: count)
         _ = dropped // released here, outside the lock
     }
 
@@ -377,7 +372,7 @@ extension PassthroughFileSystem {
     /// Syncs the shared directory's filesystem and every submount seen below it.
     public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
         _ = try inode(node)
-        let mounts = inodes.withLock { Array($0.mountFDs.values) }
+        let mounts = inodes.mountFDs.withLock { Array($0.values) }
         if mounts.isEmpty {
             try withIOFD(root, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.syncfs(fd) }
         }
@@ -395,60 +390,6 @@ extension PassthroughFileSystem {
         try data.withPathFD { (fd) throws(Errno) in
             try credentials.run(ctx, supplementaryGroup: nil) { () throws(Errno) in
                 try Sys.faccessat(fd, "", wanted, flags: AT_EACCESS | CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
-            }
-        }
-    }
-
-    // MARK: - Directories
-
-    public func opendir(_ ctx: RequestContext, node: NodeID, flags: UInt32) throws(Errno) -> OpenReply {
-        let data = try inode(node)
-        guard data.isDirectory else { throw Errno.notDirectory }
-        try ensureDescriptorHeadroom()
-        let fd = try reopen(data, flags: O_RDONLY | O_DIRECTORY)
-        let handle = registerHandle(fd: fd, inode: data)
-        return OpenReply(handle: handle, flags: openReplyFlags(directory: true))
-    }
-
-    public func releasedir(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32) throws(Errno) {
-        _ = handles.withLock { $0.files.removeValue(forKey: handle) }
-    }
-
-    public func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno) {
-        let file = try openFile(handle)
-        // Only a directory's handle has a getdents buffer.
-        guard let buffer = file.direntBuffer else { throw Errno.notDirectory }
-        guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
-        try file.position.withLock { (_) throws(Errno) in
-            // Offsets are the host's d_off cookies: stable across calls and concurrent unlinks.
-            _ = try Sys.lseek(file.fd, Int64(offset), SEEK_SET)
-            var full = false
-            while !full {
-                let filled = try Sys.getdents64(file.fd, buffer)
-                if filled <= 0 { return }
-                var position = 0
-                while position + 19 < filled {
-                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: position + 16, as: UInt16.self))
-                    guard recordLength > 19, position + recordLength <= filled else { return }
-                    let hostInode = buffer.loadUnaligned(fromByteOffset: position, as: UInt64.self)
-                    let next = buffer.loadUnaligned(fromByteOffset: position + 8, as: Int64.self)
-                    let type = buffer[position + 18]
-                    let namePointer = (buffer.baseAddress! + position + 19).assumingMemoryBound(to: CChar.self)
-                    let nameLength = strnlen(namePointer, recordLength - 19)
-                    let name = FileName(cString: namePointer, count: nameLength)
-                    let entry = DirectoryEntry(inode: hostInode, nextOffset: UInt64(bitPattern: next), type: UInt32(type), name: name)
-                    guard sink.fits(nameLength: nameLength) else { full = true; break }
-                    var lookedUp: Entry? = nil
-                    if plus && !name.isDotOrDotDot {
-                        lookedUp = try? lookupChild(file.inode, namePointer)
-                    }
-                    if !sink.add(entry, plus: lookedUp) {
-                        if let lookedUp { forget(lookedUp.nodeID, count: 1) }
-                        full = true
-                        break
-                    }
-                    position += recordLength
-                }
             }
         }
     }

@@ -22,7 +22,7 @@ public final class PassthroughFileSystem: FileSystem {
     let logger: Logger
     let procSelfFD: Int32
     let root: InodeData
-    let inodes = Mutex(InodeTable())
+    let inodes: InodeStore
     let handles = Mutex(HandleTable())
     let descriptorCount = DescriptorCount()
     let fdBudget: Int
@@ -102,13 +102,10 @@ public final class PassthroughFileSystem: FileSystem {
         } else {
             useOpenat2 = false
         }
-        let rootInode = root
+        inodes = InodeStore(root: root)
         // open_by_handle_at needs a real descriptor on the mount; the root's serves its mount.
-        let rootMountFD = try? Sys.openat(rootFD, ".", O_RDONLY | O_DIRECTORY)
-        inodes.withLock { table in
-            table.nodes[rootNodeID] = Node(data: rootInode, lookups: 1)
-            table.byKey[key] = rootNodeID
-            if let rootMountFD { table.mountFDs[key.mountID] = rootMountFD }
+        if let rootMountFD = try? Sys.openat(rootFD, ".", O_RDONLY | O_DIRECTORY) {
+            inodes.mountFDs.withLock { $0[key.mountID] = rootMountFD }
         }
         // The guest's mode arrives with its umask already applied (or applied by us with DONT_MASK).
         Sys.umask(0)
@@ -117,7 +114,7 @@ public final class PassthroughFileSystem: FileSystem {
 
     deinit {
         if configuration.procSelfFD == nil { Sys.close(procSelfFD) }
-        for (_, fd) in inodes.withLock({ $0.mountFDs }) { Sys.close(fd) }
+        for (_, fd) in inodes.mountFDs.withLock({ $0 }) { Sys.close(fd) }
     }
 
     // MARK: - Helpers
@@ -127,7 +124,7 @@ public final class PassthroughFileSystem: FileSystem {
     }
 
     func inode(_ id: NodeID) throws(Errno) -> InodeData {
-        guard let data = inodes.withLock({ $0.nodes[id]?.data }) else { throw Errno.badFileDescriptor }
+        guard let data = inodes.data(id) else { throw Errno.badFileDescriptor }
         return data
     }
 
@@ -204,8 +201,39 @@ public final class PassthroughFileSystem: FileSystem {
         }
     }
 
-    /// Looks up `name` in `parent` and takes one lookup count.
+    /// Looks up `name` in `parent` and takes one lookup count. A file the table
+    /// already holds costs one statx; a new one costs statx, open and statx.
     func lookupChild(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        if let known = try lookupKnown(parent, name) { return known }
+        return try lookupNew(parent, name)
+    }
+
+    /// lookupChild for a READDIRPLUS entry, whose host inode number is known: a number
+    /// the table does not hold on the parent's device is a new file (open and statx), one
+    /// it holds is most likely that file (statx confirms it).
+    func lookupListed(_ parent: InodeData, _ name: UnsafePointer<CChar>, hostInode: UInt64) throws(Errno) -> Entry {
+        let guess = InodeKey(device: parent.key.device, inode: hostInode, mountID: parent.key.mountID)
+        if inodes.holdsDescriptor(guess), let known = try lookupKnown(parent, name) { return known }
+        return try lookupNew(parent, name)
+    }
+
+    /// One statx of `name`: if it is a file the table holds by descriptor, takes a lookup
+    /// on it. nil when the file is not in the table (or held by a handle, whose inode
+    /// number may have been reused: only opening it tells). Throws when there is no such name.
+    func lookupKnown(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry? {
+        let (attributes, mountID) = try parent.withPathFD { (pfd) throws(Errno) -> (stat, UInt64) in
+            try Sys.statxIdentity(pfd, name, flags: CVFS_AT_SYMLINK_NOFOLLOW)
+        }
+        let key = InodeKey(attributes, mountID: mountID)
+        guard let (id, isSubmount) = inodes.referenceHeld(key) else { return nil }
+        var entry = makeEntry(id, attributes)
+        if isSubmount { entry.attributeFlags = UInt32(FUSE_ATTR_SUBMOUNT) }
+        return entry
+    }
+
+    /// Opens `name` below `parent` and enters it into the table (or takes a lookup on
+    /// the node it turns out to be).
+    func lookupNew(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
         let fd = try openChild(parent, name)
         let (entry, key) = try adoptKeyed(fd)
         // A directory on another mount than its parent is the root of a submount.
@@ -215,7 +243,7 @@ public final class PassthroughFileSystem: FileSystem {
                 _ = try? child.withPathFD { (fd) throws(Errno) -> Int32 in try mountDescriptor(for: key.mountID, from: fd, fileType: S_IFDIR) }
             }
             if configuration.announceSubmounts {
-                inodes.withLock { table in table.nodes[entry.nodeID]?.isSubmount = true }
+                inodes.markSubmount(entry.nodeID)
                 var flagged = entry
                 flagged.attributeFlags = UInt32(FUSE_ATTR_SUBMOUNT)
                 return flagged
@@ -228,7 +256,7 @@ public final class PassthroughFileSystem: FileSystem {
     /// when `announceSubmounts` is on (entries carry them in `Entry.attributeFlags`;
     /// this is for GETATTR replies, whose `AttributesReply` has no such field).
     public func attributeFlags(for node: NodeID) -> UInt32 {
-        inodes.withLock { $0.nodes[node]?.isSubmount ?? false } ? UInt32(FUSE_ATTR_SUBMOUNT) : 0
+        inodes.isSubmount(node) ? UInt32(FUSE_ATTR_SUBMOUNT) : 0
     }
 
     /// Enters an O_PATH descriptor into the table (taking ownership of it) with one lookup.
@@ -247,7 +275,7 @@ public final class PassthroughFileSystem: FileSystem {
         let attributes = identity.0
         let key = InodeKey(attributes, mountID: identity.1)
         dropIfReused(key, fd: fd)
-        if let id = inodes.withLock({ $0.reference(key) }) {
+        if let id = inodes.reference(key) {
             Sys.close(fd)
             return (makeEntry(id, attributes), key)
         }
@@ -260,10 +288,7 @@ public final class PassthroughFileSystem: FileSystem {
         }
         // Another thread may have entered the same file meanwhile: keep one node.
         // The losing `data` is released after the lock, closing its descriptor.
-        let id = inodes.withLock { table -> NodeID in
-            if let id = table.reference(key) { return id }
-            return table.insert(data)
-        }
+        let id = try inodes.referenceOrInsert(data)
         return (makeEntry(id, attributes), key)
     }
 
@@ -271,14 +296,9 @@ public final class PassthroughFileSystem: FileSystem {
     /// inode number can come back as another file. The handle (which carries the
     /// generation) tells them apart; a mismatch unmaps the old node so a new one is made.
     func dropIfReused(_ key: InodeKey, fd: Int32) {
-        let existing = inodes.withLock { table -> (NodeID, InodeData)? in
-            guard let id = table.byKey[key], let node = table.nodes[id] else { return nil }
-            return (id, node.data)
-        }
+        let existing = inodes.existing(key)
         guard let (id, data) = existing, data.isHandle, let fresh = try? fileHandle(fd), fresh != data.handle else { return }
-        inodes.withLock { table in
-            if table.byKey[key] == id { table.byKey[key] = nil }
-        }
+        inodes.unmapKey(key, from: id)
     }
 
     /// Decides fd or handle for a new inode; consumes `fd` only on success.
@@ -318,15 +338,15 @@ public final class PassthroughFileSystem: FileSystem {
 
     /// A real descriptor on mount `mountID` for open_by_handle_at, made once per mount.
     func mountDescriptor(for mountID: UInt64, from fd: Int32, fileType: mode_t) throws(Errno) -> Int32 {
-        if let existing = inodes.withLock({ $0.mountFDs[mountID] }) { return existing }
+        if let existing = inodes.mountFDs.withLock({ $0[mountID] }) { return existing }
         // open_by_handle_at wants an openable descriptor; only a directory is safe to open.
         guard fileType == S_IFDIR else { throw Errno.badFileDescriptor }
         let opened = try withProcName(fd) { (name) throws(Errno) -> Int32 in
             try Sys.openat(procSelfFD, name, O_RDONLY | O_DIRECTORY)
         }
-        let kept = inodes.withLock { table -> (Int32, Bool) in
-            if let existing = table.mountFDs[mountID] { return (existing, false) }
-            table.mountFDs[mountID] = opened
+        let kept = inodes.mountFDs.withLock { table -> (Int32, Bool) in
+            if let existing = table[mountID] { return (existing, false) }
+            table[mountID] = opened
             return (opened, true)
         }
         if !kept.1 { Sys.close(opened) }
@@ -421,7 +441,7 @@ public final class PassthroughFileSystem: FileSystem {
     /// What the backend holds right now, for the statistics: inodes the guest knows,
     /// files and directories it has open, and inodes held as O_PATH descriptors.
     public var openCounts: (inodes: Int, openFiles: Int, inodeDescriptors: Int) {
-        (inodes.withLock { $0.byKey.count }, handles.withLock { $0.files.count },
+        (inodes.count, handles.withLock { $0.files.count },
          descriptorCount.value.load(ordering: .relaxed))
     }
 

@@ -250,10 +250,13 @@ extension Sys {
     /// The corresponding C function is `getegid`.
     public static func getegid() -> gid_t { Glibc.getegid() }
 
-    /// The corresponding C function is `pthread_key_create`.
-    public static func threadKeyCreate() throws(Errno) -> pthread_key_t {
+    /// The corresponding C function is `pthread_key_create`. `destructor` runs on
+    /// thread exit for each thread whose value is not nil.
+    public static func threadKeyCreate(
+        destructor: (@convention(c) (UnsafeMutableRawPointer?) -> Void)? = nil
+    ) throws(Errno) -> pthread_key_t {
         var key = pthread_key_t()
-        let rc = pthread_key_create(&key, nil)
+        let rc = pthread_key_create(&key, destructor)
         if rc != 0 { throw Errno(rc) }
         return key
     }

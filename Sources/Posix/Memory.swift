@@ -17,6 +17,13 @@ extension Sys {
         _ = Glibc.munmap(address, length)
     }
 
+    /// Drops the pages of `length` bytes at `address` from this process (they come
+    /// back from the file or as zeros on the next touch).
+    /// The corresponding C function is `madvise(MADV_DONTNEED)`.
+    public static func dropPages(_ address: UnsafeMutableRawPointer, length: Int) throws(Errno) {
+        if Glibc.madvise(address, length, MADV_DONTNEED) != 0 { throw Errno.current }
+    }
+
     /// The corresponding C function is `sysconf(_SC_PAGESIZE)`.
     public static var pageSize: Int { Int(sysconf(Int32(_SC_PAGESIZE))) }
 }

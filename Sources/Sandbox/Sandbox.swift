@@ -101,9 +101,12 @@ public enum Sandboxing {
                                       setgroupsAllowed: setgroupsAllowed, logger: logger)
         }
 
+        // Read before the fork: the child soon mounts its own /proc and pivots the root
+        // this mount namespace shares, after which the parent cannot read its own map.
+        let code = codeMappings()
         let pid: pid_t
         do { pid = try Sys.fork() } catch { throw .fork(error) }
-        if pid > 0 { waitForChildAndExit(pid, socketFile: c.socketFile) }
+        if pid > 0 { waitForChildAndExit(pid, code: code, socketFile: c.socketFile) }
         c.socketFile?.close()
 
         // The serving process, PID 1 of the new pid namespace. The kernel delivers to a
@@ -300,7 +303,7 @@ public enum Sandboxing {
 
     /// The parent side of namespace mode: wait for the serving child, forward the
     /// termination signals, and leave with the child's status.
-    static func waitForChildAndExit(_ child: pid_t, socketFile: SocketFile? = nil) -> Never {
+    static func waitForChildAndExit(_ child: pid_t, code: [UnsafeMutableRawBufferPointer], socketFile: SocketFile? = nil) -> Never {
         forwardedSignalTarget.store(child, ordering: .relaxed)
         // Waiting and signalling our own child need no privilege: give it all up.
         dropAllCapabilities()
@@ -319,6 +322,10 @@ public enum Sandboxing {
         sigemptyset(&forwarded)
         for sig in terminationSignals + [SIGUSR1] { sigaddset(&forwarded, sig) }
         sigprocmask(SIG_UNBLOCK, &forwarded, nil)
+        // The fork left this process every code page the start-up touched (about 5 MB
+        // of the binary and libc) though from here it only waits: give them back, last,
+        // so that only the wait loop's pages come back.
+        releaseCodePages(code)
         while true {
             let status: Int32
             do {
@@ -343,6 +350,56 @@ public enum Sandboxing {
                 raise(termSignal)
                 _exit(128 + termSignal)
             }
+        }
+    }
+
+    /// The read-only mappings of program files (code and read-only data) that hold no
+    /// page of their own, from /proc/self/smaps: every resident page of such a mapping is
+    /// a clean copy of the file, so dropping it loses nothing. Mappings with anonymous
+    /// pages (RELRO: relocations written at load, then made read-only) and writable ones
+    /// are left out. Read them before the sandbox hides /proc. Empty when unreadable.
+    public static func codeMappings() -> [UnsafeMutableRawBufferPointer] {
+        guard let fd = try? Sys.openat(AT_FDCWD, "/proc/self/smaps", O_RDONLY | O_CLOEXEC) else { return [] }
+        defer { Sys.close(fd) }
+        var text: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { (raw) -> Int in (try? Sys.read(fd, raw)) ?? 0 }
+            if n <= 0 { break }
+            text += chunk[0..<n]
+        }
+        var mappings: [UnsafeMutableRawBufferPointer] = []
+        // A mapping's block: "start-end perms offset dev inode path", then "Key: value" lines.
+        var candidate: UnsafeMutableRawBufferPointer?
+        for line in text.split(separator: UInt8(ascii: "\n")) {
+            let fields = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: true)
+            guard let first = fields.first else { continue }
+            if first.last == UInt8(ascii: ":") {
+                if first.elementsEqual("Anonymous:".utf8), let mapping = candidate {
+                    if fields.count >= 2, fields[1].elementsEqual("0".utf8) { mappings.append(mapping) }
+                    candidate = nil
+                }
+                continue
+            }
+            candidate = nil
+            guard fields.count >= 6, fields[1].elementsEqual("r-xp".utf8) || fields[1].elementsEqual("r--p".utf8),
+                  fields[5].first == UInt8(ascii: "/") else { continue }
+            let range = first.split(separator: UInt8(ascii: "-"))
+            guard range.count == 2, let start = UInt(String(decoding: range[0], as: UTF8.self), radix: 16),
+                  let end = UInt(String(decoding: range[1], as: UTF8.self), radix: 16), end > start,
+                  let address = UnsafeMutableRawPointer(bitPattern: start) else { continue }
+            candidate = UnsafeMutableRawBufferPointer(start: address, count: Int(end - start))
+        }
+        return mappings
+    }
+
+    /// Drops this process's resident pages of `mappings` (from `codeMappings`): start-up
+    /// code (option parsing, sandbox set-up) stops counting against the process, and
+    /// what runs later comes back from the page cache on first use. Best effort.
+    public static func releaseCodePages(_ mappings: [UnsafeMutableRawBufferPointer]) {
+        for mapping in mappings {
+            guard let base = mapping.baseAddress else { continue }
+            try? Sys.dropPages(base, length: mapping.count)
         }
     }
 

@@ -14,7 +14,7 @@ public struct BackendConfiguration: Sendable {
     /// are pending; fewer are handled inline, which is faster at low depth.
     public var poolThreshold: Int = 4
 
-    public init(numRequestQueues: Int = 1, maxQueueSize: Int = 32768) {
+    public init(numRequestQueues: Int = 16, maxQueueSize: Int = 32768) {
         self.numRequestQueues = min(max(numRequestQueues, 1), 16)
         self.maxQueueSize = min(max(maxQueueSize, 1), 32768)
     }

@@ -45,6 +45,8 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     logger.info("swift virtiofsd \(daemonVersion), pid \(getpid())")
     logger.info("shared directory: \(sharedPath)\(options.tag.map { " (tag \($0))" } ?? "")")
 
+    // Where the code is mapped, read while /proc is still the host's.
+    let codeMappings = Sandboxing.codeMappings()
     // The same sandbox for both transports.
     var sandbox = SandboxConfiguration(
         mode: options.sandbox,
@@ -134,6 +136,9 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     } catch { fail("starting the statistics thread: \(error)") }
 
     // ---- one frontend, then exit ----
+    // Start-up touched megabytes of code that will not run again; the serving path
+    // brings back the pages it uses.
+    Sandboxing.releaseCodePages(codeMappings)
     let status = serveOneFrontend(backend, listenFD: listenFD, shutdownFD: shutdownFD,
                                   requestQueues: options.numRequestQueues, logger: logger)
     reporter.stop(reporterThread)

@@ -180,7 +180,7 @@ final class LongOptionTests: XCTestCase {
         XCTAssertEqual(o.seccomp, .kill)
         XCTAssertEqual(o.logLevel, .info)
         XCTAssertEqual(o.threadPoolSize, 0)
-        XCTAssertEqual(o.numRequestQueues, 1)
+        XCTAssertEqual(o.numRequestQueues, 16)
         XCTAssertTrue(o.announceSubmounts)
         XCTAssertTrue(o.killprivV2)
         XCTAssertFalse(o.xattrEnabled)

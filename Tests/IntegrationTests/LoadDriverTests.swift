@@ -46,7 +46,27 @@ final class LoadDriverTests: XCTestCase {
         XCTAssertTrue(output.contains("ours: not run: no executable at /nonexistent/virtiofsd"), output)
         XCTAssertTrue(output.contains(" reference "), output)
         XCTAssertTrue(output.contains(" syscalls "), output)
-        XCTAssertTrue(output.contains("reference/syscalls 0.") || output.contains("reference/syscalls 1."), output)
+        XCTAssertTrue(output.contains("ours/best-other -"), "no ratio without our daemon:\n\(output)")
+        let referenceRow = output.split(separator: "\n").first { $0.hasPrefix("getattr") && $0.contains(" reference ") }
+        XCTAssertNotNil(referenceRow, output)
+        XCTAssertFalse(referenceRow?.contains("FAILED") ?? true, output)
+    }
+
+    func testReaddirplusCellReportsDaemonCPUAndMemoryAfterMount() throws {
+        let (status, output) = try runBench(["--seconds", "0.3", "--only", "readdirplus", "--depths", "1",
+                                             "--rust", "/nonexistent/rust-virtiofsd", "--daemon", DaemonUnderTest.binary])
+        XCTAssertEqual(status, 0, output)
+        let row = output.split(separator: "\n").first { $0.hasPrefix("readdirplus") && $0.contains(" ours ") }
+        let fields = row?.split(separator: " ") ?? []
+        // operation depth target ops/s MB/s p50 p99 CPU-us/req
+        XCTAssertEqual(fields.count, 8, "\(row ?? "no row"):\n\(output)")
+        if fields.count == 8 {
+            XCTAssertGreaterThan(Double(fields[3]) ?? 0, 0, "whole listings completed")
+            XCTAssertGreaterThan(Double(fields[7]) ?? 0, 0, "the daemon spent CPU on them")
+        }
+        XCTAssertTrue(output.contains("rust: not run: no executable at /nonexistent/rust-virtiofsd"), output)
+        let memory = output.split(separator: "\n").first { $0.hasPrefix("  ours ") && $0.hasSuffix(" MiB") }
+        XCTAssertNotNil(memory, "the memory after mount is reported:\n\(output)")
     }
 
     func testDaemonThatExitsAtStartIsReportedAsFailed() throws {

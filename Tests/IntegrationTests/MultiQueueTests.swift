@@ -1,11 +1,12 @@
+import Foundation
 import XCTest
 import CVirtioFS
 import VhostUserFrontend
 
 /// Every request queue carries requests. QEMU's C virtiofsd has one request queue only.
 final class MultiQueueTests: XCTestCase {
-    private func exerciseEveryQueue(count: Int) throws {
-        let rig = try Rig(requestQueues: count, files: ["f": "on every queue"])
+    private func exerciseEveryQueue(count: Int, askDaemonForQueues: Bool = true) throws -> Rig {
+        let rig = try Rig(requestQueues: count, askDaemonForQueues: askDaemonForQueues, files: ["f": "on every queue"])
         try rig.frontend.handshake()
         XCTAssertEqual(rig.frontend.queues.count, count + 1)
         let first = try rig.fuseClient(queue: 1, slots: 2)
@@ -15,20 +16,70 @@ final class MultiQueueTests: XCTestCase {
             XCTAssertEqual(try client.lookup(name: "f").attr.size, 14, "queue \(queue)")
             XCTAssertEqual(rig.frontend.queues[queue].inFlight, 0)
         }
+        return rig
+    }
+
+    /// Threads of `root` and every process below it (from /proc/PID/status).
+    private func treeThreads(_ root: pid_t) -> Int {
+        var parentOf: [pid_t: pid_t] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(name), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count >= 2, let ppid = pid_t(fields[1]) { parentOf[pid] = ppid }
+        }
+        var tree = [root]
+        var index = 0
+        while index < tree.count {
+            tree += parentOf.filter { $0.value == tree[index] }.map(\.key)
+            index += 1
+        }
+        var total = 0
+        for pid in tree {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { continue }
+            for line in status.split(separator: "\n") where line.hasPrefix("Threads:") {
+                total += Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" })[1]) ?? 0
+            }
+        }
+        return total
     }
 
     func testOneRequestQueueServesRequests() throws {
-        try exerciseEveryQueue(count: 1)
+        _ = try exerciseEveryQueue(count: 1)
     }
 
     func testFourRequestQueuesEachServeRequests() throws {
         try XCTSkipIf(DaemonUnderTest.isReference, "the reference daemon supports one request queue")
-        try exerciseEveryQueue(count: 4)
+        _ = try exerciseEveryQueue(count: 4)
+    }
+
+    func testFourRequestQueuesWorkWithoutADaemonFlag() throws {
+        // libvirt sets the device's num-request-queues and passes nothing to the daemon.
+        try XCTSkipIf(DaemonUnderTest.isReference, "the reference daemon supports one request queue")
+        _ = try exerciseEveryQueue(count: 4, askDaemonForQueues: false)
+    }
+
+    func testOnlyEnabledQueuesGetAThread() throws {
+        try XCTSkipIf(DaemonUnderTest.isReference, "the reference daemon supports one request queue")
+        // Both offer 16 request queues; the frontend enables one, then four.
+        let one = try exerciseEveryQueue(count: 1, askDaemonForQueues: false)
+        let four = try exerciseEveryQueue(count: 4, askDaemonForQueues: false)
+        XCTAssertEqual(treeThreads(four.daemon.pid) - treeThreads(one.daemon.pid), 3,
+                       "three more enabled queues, three more threads")
     }
 
     func testAskingForMoreQueuesThanOfferedFailsTheHandshake() throws {
-        // Both daemons offer two queues (hiprio + one request queue) unless asked for more.
-        let rig = try Rig(requestQueues: 2, askDaemonForQueues: false)
+        // --num-request-queues caps what ours offers; the reference offers one request queue.
+        let extra = DaemonUnderTest.isReference ? [] : ["--num-request-queues=1"]
+        let rig = try Rig(requestQueues: 2, askDaemonForQueues: false, extraArguments: extra)
+        XCTAssertThrowsError(try rig.frontend.handshake()) { error in
+            guard case .protocolViolation = error as? FrontendError else { return XCTFail("\(error)") }
+        }
+    }
+
+    func testAskingForMoreThanSixteenQueuesFailsTheHandshake() throws {
+        try XCTSkipIf(DaemonUnderTest.isReference, "the reference daemon supports one request queue")
+        let rig = try Rig(requestQueues: 17, askDaemonForQueues: false)
         XCTAssertThrowsError(try rig.frontend.handshake()) { error in
             guard case .protocolViolation = error as? FrontendError else { return XCTFail("\(error)") }
         }

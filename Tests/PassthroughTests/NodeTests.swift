@@ -230,7 +230,7 @@ final class NodeTests: PassthroughTestCase {
         mkdir(hostPath("shared"), 0o777)
         fs = try makeFileSystem { $0.inodeFileHandles = .mandatory }
         let dir = try fs.lookup(root, parent: rootNodeID, name: name("shared")).nodeID
-        XCTAssertTrue(fs.inodes.withLock { $0.nodes[dir]?.data.isHandle ?? false })
+        XCTAssertTrue((fs.inodes.data(dir)?.isHandle ?? false))
         let made = try fs.mkdir(user, parent: dir, name: name("sub"), mode: 0o755, extras: CreateExtras())
         XCTAssertEqual(made.attributes.st_uid, 1000)
         let (file, _) = try fs.create(user, parent: dir, name: name("f"), mode: S_IFREG | 0o644, flags: UInt32(O_RDWR), extras: CreateExtras())
@@ -315,7 +315,7 @@ final class NodeTests: PassthroughTestCase {
         let node = try fs.lookup(root, parent: rootNodeID, name: name("a")).nodeID
         _ = try fs.open(root, node: node, flags: UInt32(O_RDONLY), killSuidGid: false)
         fs.destroy()
-        XCTAssertEqual(fs.inodes.withLock { $0.nodes.count }, 1)
+        XCTAssertEqual(fs.inodes.count, 1)
         XCTAssertEqual(fs.handles.withLock { $0.files.count }, 0)
         XCTAssertEqual(fs.descriptorCount.value.load(ordering: .relaxed), 1)
         XCTAssertNoThrow(try fs.lookup(root, parent: rootNodeID, name: name("a")))

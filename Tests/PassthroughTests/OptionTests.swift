@@ -196,7 +196,7 @@ final class OptionTests: PassthroughTestCase {
         XCTAssertEqual(plain.attributeFlags, 0)
         XCTAssertEqual(fs.attributeFlags(for: plain.nodeID), 0)
         XCTAssertTrue(try fs.initialize(capable: InitFlags(rawValue: UInt64.max)).contains(.submounts))
-        XCTAssertEqual(fs.inodes.withLock { $0.mountFDs.count }, 2, "syncfs covers the root's mount and the submount")
+        XCTAssertEqual(fs.inodes.mountFDs.withLock { $0.count }, 2, "syncfs covers the root's mount and the submount")
         XCTAssertNoThrow(try fs.syncfs(root, node: plain.nodeID))
         fs.forget(mnt.nodeID, count: 1)
         fs = nil // release the mount's descriptors before unmounting

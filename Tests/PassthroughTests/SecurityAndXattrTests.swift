@@ -173,7 +173,7 @@ final class SecurityAndXattrTests: PassthroughTestCase {
         var nodes: [NodeID] = []
         for i in 0..<files { nodes.append(try fs.lookup(root, parent: rootNodeID, name: name("h\(i)")).nodeID) }
         XCTAssertLessThanOrEqual(fs.descriptorCount.value.load(ordering: .relaxed), 8, "no more descriptors than the budget")
-        let handleBacked = fs.inodes.withLock { $0.nodes.values.filter { $0.data.isHandle }.count }
+        let handleBacked = fs.inodes.allData.filter { $0.isHandle }.count
         XCTAssertGreaterThanOrEqual(handleBacked, files - 8)
         // Handle-backed inodes work for every operation: stat, open, read, lookup again.
         let last = nodes[files - 1]
@@ -191,7 +191,7 @@ final class SecurityAndXattrTests: PassthroughTestCase {
         symlink("nowhere", hostPath("link"))
         let fifo = try fs.lookup(root, parent: rootNodeID, name: name("fifo")).nodeID
         let link = try fs.lookup(root, parent: rootNodeID, name: name("link")).nodeID
-        XCTAssertTrue(fs.inodes.withLock { $0.nodes[fifo]?.data.isHandle ?? false })
+        XCTAssertTrue((fs.inodes.data(fifo)?.isHandle ?? false))
         XCTAssertEqual(try fs.setattr(root, node: fifo, chmod).attributes.st_mode & 0o777, 0o600)
         var times = SetAttributes(valid: .mtime)
         times.mtime = timespec(tv_sec: 99, tv_nsec: 1)
@@ -230,7 +230,7 @@ final class SecurityAndXattrTests: PassthroughTestCase {
                 free(p)
             }
         }
-        XCTAssertEqual(fs.inodes.withLock { $0.nodes.count }, 1, "every lookup was forgotten: only the root is left")
+        XCTAssertEqual(fs.inodes.count, 1, "every lookup was forgotten: only the root is left")
         XCTAssertEqual(fs.descriptorCount.value.load(ordering: .relaxed), 1, "and their descriptors are closed")
     }
 }

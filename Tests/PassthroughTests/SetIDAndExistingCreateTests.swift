@@ -22,7 +22,7 @@ final class SetIDAndExistingCreateTests: PassthroughTestCase {
         try fs.create(ctx, parent: rootNodeID, name: name(relative), mode: S_IFREG | 0o644, flags: UInt32(flags), extras: CreateExtras())
     }
 
-    func nodeCount() -> Int { fs.inodes.withLock { $0.nodes.count } }
+    func nodeCount() -> Int { fs.inodes.count }
     func handleCount() -> Int { fs.handles.withLock { $0.files.count } }
 
     // MARK: - CREATE of an existing name
@@ -56,7 +56,7 @@ final class SetIDAndExistingCreateTests: PassthroughTestCase {
         assertErrno(.accessDenied) { try createExisting(user, "secret", O_WRONLY | O_TRUNC) }
         XCTAssertEqual(hostContents("secret"), "root only")
         let (entry, opened) = try createExisting(user, "public", O_RDONLY)
-        XCTAssertTrue(fs.inodes.withLock { $0.nodes[entry.nodeID]?.data.isHandle ?? false })
+        XCTAssertTrue(fs.inodes.data(entry.nodeID)?.isHandle ?? false)
         XCTAssertEqual(try read(entry.nodeID, opened.handle), "for all")
     }
 

@@ -95,6 +95,8 @@ struct CollectingSink: DirectorySink {
 
     func fits(nameLength: Int) -> Bool { used + Self.size(nameLength, plus: plus) <= capacity }
 
+    var remainingBytes: Int { capacity - used }
+
     mutating func add(_ entry: DirectoryEntry, plus: Entry?) -> Bool {
         guard fits(nameLength: entry.name.count) else { return false }
         used += Self.size(entry.name.count, plus: self.plus)
@@ -175,7 +177,7 @@ class PassthroughTestCase: XCTestCase {
     }
 
     func lookupCount(_ node: NodeID) -> UInt64? {
-        fs.inodes.withLock { $0.nodes[node]?.lookups }
+        fs.inodes.lookups(node)
     }
 
     /// Reads a whole directory through readdir, resuming from each last offset.
