@@ -170,7 +170,9 @@ run_cell() {
     grep -a '^BENCH [a-z_]* ' "$console.txt" |
         awk -v c="$column" -v m="$mode" -v r="$round" '{ print c, m, r, $2, $3 }' >>"$RESULTS"
     if grep -a -q '^BENCH_DONE' "$console.txt"; then
-        echo "  round $round $column cache=$mode: $((SECONDS - start))s"
+        # Every number, not only the medians: the spread between rounds shows the noise.
+        echo "  round $round $column cache=$mode: $((SECONDS - start))s;" \
+             "$(grep -a '^BENCH [a-z_]* ' "$console.txt" | awk '{ printf "%s%s=%s", sep, $2, $3; sep = " " }')"
     else
         local why
         why=$(grep -a -h -m1 -E '^BENCH_FAIL|Kernel panic|qemu-system' "$console.txt" "$console.qemu" | head -n 1)
