@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=${2:-}; shift 2 ;;
         --smoke) smoke=1; shift ;;
         --keep) E2E_KEEP=1; shift ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) e2e_die "unknown argument '$1' (see --help)" ;;
     esac
 done
