@@ -92,6 +92,16 @@ bench: release
 demo: release
 	Tests/e2e/demo.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 
+# What a guest sees: ours, QEMU's C virtiofsd, the Rust virtiofsd and 9p, one guest
+# workload each (docs/benchmarks.md, "Guest-visible"). BENCH_GUEST_ARGS passes options,
+# e.g. BENCH_GUEST_ARGS="--modes auto --no-rust". The smoke run tests the script (~1 min).
+.PHONY: bench-guest bench-guest-smoke
+bench-guest: release
+	Tests/e2e/bench-guest.sh --daemon $(RELEASE_BIN) $(BENCH_GUEST_ARGS)
+
+bench-guest-smoke: release
+	Tests/e2e/bench-guest.sh --daemon $(RELEASE_BIN) --smoke $(BENCH_GUEST_ARGS)
+
 # libvirt reads vhost-user descriptors from /usr/share/qemu/vhost-user and
 # /etc/qemu/vhost-user and takes the first "fs" one by file name; QEMU's own is
 # 50-qemu-virtiofsd.json. To make libvirt pick this daemon without <binary path>:
