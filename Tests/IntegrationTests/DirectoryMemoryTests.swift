@@ -8,30 +8,6 @@ import VhostUserFrontend
 /// times what one handle costs, and a handle must cost little.
 final class DirectoryMemoryTests: XCTestCase {
     /// The resident memory (VmRSS, KiB) of `root` and every process below it.
-    private func treeResidentKiB(_ root: pid_t) -> Int {
-        var parentOf: [pid_t: pid_t] = [:]
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(name), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { continue }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count >= 2, let ppid = pid_t(fields[1]) { parentOf[pid] = ppid }
-        }
-        var tree = [root]
-        var index = 0
-        while index < tree.count {
-            tree += parentOf.filter { $0.value == tree[index] }.map(\.key)
-            index += 1
-        }
-        var total = 0
-        for pid in tree {
-            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { continue }
-            for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-                total += Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" })[1]) ?? 0
-            }
-        }
-        return total
-    }
-
     /// OPENDIR of the root, then one READDIR on the new handle, which is never released.
     private func openAndRead(_ client: FuseClient) throws {
         let open = try client.call(.raw(opcode: FUSE_OPENDIR.rawValue, node: UInt64(FUSE_ROOT_ID),
@@ -56,9 +32,9 @@ final class DirectoryMemoryTests: XCTestCase {
         try client.initialize()
         // Let one-time costs (thread stacks, first allocations) land before the baseline.
         for _ in 0..<100 { try openAndRead(client) }
-        let before = treeResidentKiB(rig.daemon.pid)
+        let before = processTreeStatusTotal(field: "VmRSS", root: rig.daemon.pid)
         for _ in 0..<5_000 { try openAndRead(client) }
-        let after = treeResidentKiB(rig.daemon.pid)
+        let after = processTreeStatusTotal(field: "VmRSS", root: rig.daemon.pid)
         XCTAssertGreaterThan(before, 0, "the daemon's memory is readable")
         XCTAssertLessThan(after - before, 32 << 10,
                           "5,000 open directories grew the daemon from \(before) KiB to \(after) KiB")

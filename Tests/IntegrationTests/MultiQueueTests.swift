@@ -20,30 +20,6 @@ final class MultiQueueTests: XCTestCase {
     }
 
     /// Threads of `root` and every process below it (from /proc/PID/status).
-    private func treeThreads(_ root: pid_t) -> Int {
-        var parentOf: [pid_t: pid_t] = [:]
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = pid_t(name), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { continue }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count >= 2, let ppid = pid_t(fields[1]) { parentOf[pid] = ppid }
-        }
-        var tree = [root]
-        var index = 0
-        while index < tree.count {
-            tree += parentOf.filter { $0.value == tree[index] }.map(\.key)
-            index += 1
-        }
-        var total = 0
-        for pid in tree {
-            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { continue }
-            for line in status.split(separator: "\n") where line.hasPrefix("Threads:") {
-                total += Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" })[1]) ?? 0
-            }
-        }
-        return total
-    }
-
     func testOneRequestQueueServesRequests() throws {
         _ = try exerciseEveryQueue(count: 1)
     }
@@ -64,7 +40,7 @@ final class MultiQueueTests: XCTestCase {
         // Both offer 16 request queues; the frontend enables one, then four.
         let one = try exerciseEveryQueue(count: 1, askDaemonForQueues: false)
         let four = try exerciseEveryQueue(count: 4, askDaemonForQueues: false)
-        XCTAssertEqual(treeThreads(four.daemon.pid) - treeThreads(one.daemon.pid), 3,
+        XCTAssertEqual(processTreeStatusTotal(field: "Threads", root: four.daemon.pid) - processTreeStatusTotal(field: "Threads", root: one.daemon.pid), 3,
                        "three more enabled queues, three more threads")
     }
 
