@@ -15,7 +15,7 @@ APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev
                 attr acl cpio kmod gcc libc6-dev libstdc++-12-dev strace
 
 .PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
-        bench demo install clean
+        bench demo install clean fuzz fuzz-build fuzz-smoke
 
 all: release
 
@@ -46,11 +46,32 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: unit-test e2e e2e-libvirt
+test: unit-test fuzz-smoke e2e e2e-libvirt
 
 unit-test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# libFuzzer harnesses (Fuzz/), built apart in $(FUZZ_BUILD) with the fuzzer and
+# AddressSanitizer; optimised, with -enable-testing for the harnesses that reach
+# internal types. `make fuzz` runs each for FUZZ_SECONDS, `make fuzz-smoke` (part
+# of `make test`) for FUZZ_SMOKE_SECONDS; a crash fails the target (Fuzz/run.sh).
+FUZZ_BUILD         := .build-fuzz
+FUZZ_HARNESSES     ?= vhost-message virtqueue fuse-null fuse-passthrough xattrmap command-line
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
+FUZZ_FLAGS := --scratch-path $(FUZZ_BUILD) -c release --sanitize=fuzzer --sanitize=address \
+              -Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing -Xswiftc -DFUZZING
+
+fuzz-build: deps
+	@for h in $(FUZZ_HARNESSES); do \
+	    $(SWIFT) build $(FUZZ_FLAGS) --product fuzz-$$h || exit 1; done
+
+fuzz: fuzz-build
+	Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
+
+fuzz-smoke: fuzz-build
+	Fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_HARNESSES)
 
 # Real-guest checks (QEMU, TCG). E2E_ARGS passes extra options, e.g. E2E_ARGS="--config xattr".
 e2e: release
