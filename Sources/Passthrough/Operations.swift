@@ -489,8 +489,12 @@ extension PassthroughFileSystem {
             // Offsets are the host's d_off cookies: stable across calls and concurrent unlinks.
             _ = try Sys.lseek(file.fd, Int64(offset), SEEK_SET)
             var full = false
+            var added = 0
             while !full {
-                let filled = try Sys.getdents64(file.fd, buffer)
+                // Entries already in the reply carry lookups (READDIRPLUS) the guest must learn of, or
+                // they are never forgotten: send them; the next READDIR, from the last offset, meets the error.
+                let filled: Int
+                do throws(Errno) { filled = try Sys.getdents64(file.fd, buffer) } catch { if added > 0 { return }; throw error }
                 if filled <= 0 { return }
                 var position = 0
                 while position + 19 < filled {
@@ -513,6 +517,7 @@ extension PassthroughFileSystem {
                         full = true
                         break
                     }
+                    added += 1
                     position += recordLength
                 }
             }
