@@ -14,11 +14,10 @@ import Posix
 //   (flags, idx, ring[], used_event), and the rest of guest memory: buffers
 //   and indirect tables, which descriptors point at by guest address.
 // Guest memory is `memorySize` bytes at guest-physical `guestBase`; the rings
-// sit at fixed offsets in it. The ring is drained repeatedly as the queue thread
-// would. Invariants: nothing traps or touches memory outside the mapping (ASan,
-// and segments are written through), every used entry names a head below the
-// queue size with a length no larger than what the chain could hold, and a
-// drain ends.
+// sit at fixed offsets in it. Bit 5 of byte 0 picks how the ring is consumed:
+// drained as the queue thread does, or popped chain by chain with every result
+// checked (see popOneByOne). Invariants: nothing traps or touches memory outside
+// the mapping (ASan, and segments are read and written through), and a drain ends.
 
 private let guestBase: UInt64 = 0x4_0000
 private let memorySize = 1 << 16
@@ -116,28 +115,68 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     var queue = SplitQueue(size: queueSize, rings: rings, memory: ram.memory, eventIndex: eventIndex,
                            indirect: indirect, lastAvailable: 0, nextUsed: 0, storage: storage)
     let handler = TouchingHandler(step: step)
+    if control & 32 == 0 {
+        drainAsTheQueueThreadDoes(&queue, handler)
+    } else {
+        popOneByOne(&queue, handler, ram, queueSize)
+    }
+    return 0
+}
+
+/// What the queue thread does. The used ring is not checked afterwards: the
+/// guest's own buffers may overlap it, and the handler then writes over it.
+func drainAsTheQueueThreadDoes(_ queue: inout SplitQueue, _ handler: TouchingHandler) {
     var drains = 0
-    var malformed = 0
     do {
-        // Each drain takes at most a ring's worth; the available index only covers one ring.
-        while try queue.drain(handler: handler, queueIndex: 1, log: { _ in malformed += 1 }) {
+        // Each drain returns after at most a ring's worth. More may follow when
+        // the handler's writes land on the available ring (the guest's buffers
+        // may overlap it), so the harness stops after a few.
+        while try queue.drain(handler: handler, queueIndex: 1, log: { _ in }), drains < 4 {
             drains += 1
-            if drains > 4 { fuzzFailure("drain keeps finding chains in a ring that does not change") }
         }
     } catch {
         // A corrupt index stops the queue: fine.
     }
-    // Every used entry: a head the driver could own, a length the chain could hold.
-    let used = Int(UInt16(littleEndian: (ram.host + usedOffset + 2).load(as: UInt16.self)))
-    if used != Int(queue.nextUsed) { fuzzFailure("used.idx \(used) but \(queue.nextUsed) pushed") }
-    for slot in 0..<min(used, queueSize) {
-        let element = ram.host + usedOffset + 4 + 8 * slot
-        let head = UInt32(littleEndian: element.loadUnaligned(as: UInt32.self))
-        let length = UInt32(littleEndian: element.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-        if head >= UInt32(queueSize) { fuzzFailure("used head \(head) for a queue of \(queueSize)") }
-        if Int(length) > memorySize && length != 0 { fuzzFailure("used length \(length) larger than guest memory") }
+}
+
+/// Pops chains one at a time and checks what the walker reports: heads below the
+/// queue size, segments that lie inside guest memory and add up to the byte
+/// counts, and no more segments than the storage holds.
+func popOneByOne(_ queue: inout SplitQueue, _ handler: TouchingHandler, _ ram: FakeGuestRAM, _ queueSize: Int) {
+    let low = UInt(bitPattern: ram.host)
+    let high = low + UInt(memorySize)
+    // The available index covers at most one ring, but the handler's writes may move it.
+    for _ in 0..<(4 * queueSize + 1) {
+        let result: PopResult
+        do { result = try queue.pop() } catch { return }
+        switch result {
+        case .empty:
+            return
+        case .malformed(let head, _):
+            if Int(head) >= queueSize { fuzzFailure("malformed chain head \(head) for a queue of \(queueSize)") }
+            queue.push(head: head, length: 0)
+        case .chain(let head, let rs, let rb, let ws, let wb):
+            if Int(head) >= queueSize { fuzzFailure("chain head \(head) for a queue of \(queueSize)") }
+            if rs + ws > storage.count { fuzzFailure("\(rs + ws) segments in storage for \(storage.count)") }
+            var readable = 0, writable = 0
+            for i in 0..<(rs + ws) {
+                let v = storage[i]
+                let start = UInt(bitPattern: v.iov_base)
+                if v.iov_len == 0 || start < low || start + UInt(v.iov_len) > high {
+                    fuzzFailure("segment \(i) of \(v.iov_len) bytes outside guest memory")
+                }
+                if i < rs { readable += v.iov_len } else { writable += v.iov_len }
+            }
+            if readable != rb || writable != wb {
+                fuzzFailure("segments hold \(readable)/\(writable) bytes, walker says \(rb)/\(wb)")
+            }
+            guard let base = storage.baseAddress else { return }
+            let used = handler.handleChain(queueIndex: 1, segments: base, readableSegments: rs, readableBytes: rb,
+                                           writableSegments: ws, writableBytes: wb)
+            if Int(used) > wb { fuzzFailure("used length \(used) beyond \(wb) writable bytes") }
+            queue.push(head: head, length: used)
+        }
     }
-    return 0
 }
 
 #if !FUZZING
@@ -181,6 +220,10 @@ func virtqueueSeeds() -> [(String, [UInt8])] {
         ("indirect", input(sizeLog: 3, flags: 16, [descriptor(data, 48, 4, 0)], heads: [0],
                            data: descriptor(data + 256, 40, 1, 1) + descriptor(data + 512, 100, 1 | 2, 2)
                                + descriptor(data + 1024, 200, 2, 0))),
+        ("direct-popped", input(sizeLog: 3, flags: 32, [descriptor(data, 64, 1, 1), descriptor(data + 64, 128, 2, 0)], heads: [0])),
+        ("indirect-popped", input(sizeLog: 3, flags: 16 | 32, [descriptor(data, 48, 4, 0)], heads: [0, 0],
+                                  data: descriptor(data + 256, 40, 1, 1) + descriptor(data + 512, 100, 1 | 2, 2)
+                                      + descriptor(data + 1024, 200, 2, 0))),
         ("loop", input(sizeLog: 2, flags: 8, [descriptor(data, 8, 1, 1), descriptor(data, 8, 1, 0)], heads: [0, 1])),
         ("write-then-read", input(sizeLog: 2, flags: 0, [descriptor(data, 8, 3, 1), descriptor(data, 8, 0, 0)], heads: [0])),
         ("many", input(sizeLog: 4, flags: 24, many, heads: [0, 2, 4, 6, 8, 10, 12, 14])),
