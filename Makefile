@@ -15,7 +15,7 @@ APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev
                 attr acl cpio kmod gcc libc6-dev libstdc++-12-dev strace
 
 .PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
-        bench demo install clean fuzz fuzz-build fuzz-smoke
+        bench demo install clean fuzz fuzz-build fuzz-smoke soak soak-smoke
 
 all: release
 
@@ -46,7 +46,7 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: unit-test fuzz-smoke e2e e2e-libvirt
+test: unit-test fuzz-smoke e2e e2e-libvirt soak-smoke
 
 unit-test: deps
 	$(SWIFT) build --build-tests
@@ -78,6 +78,21 @@ e2e: release
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
 	@# A find over more files than RLIMIT_NOFILE allows: the top complaint about virtiofsd.
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --config fd-limit
+
+# Soak (Tests/e2e/soak.sh): SOAK_MINUTES of a mixed guest workload checked against
+# its model and the host, with 1 and then 2 request queues, and a daemon killed with
+# SIGKILL under fsync'd appends. `make soak-smoke` (part of `make test`) is a minute
+# of the first and 20 s of the second.
+SOAK_MINUTES ?= 10
+
+soak: release
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --minutes $(SOAK_MINUTES) --queues 1
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --minutes $(SOAK_MINUTES) --queues 2
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --kill-after 90
+
+soak-smoke: release
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --minutes 1 --queues 2
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --kill-after 20
 
 e2e-reference: release
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --reference /usr/lib/qemu/virtiofsd $(E2E_ARGS)
