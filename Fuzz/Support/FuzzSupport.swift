@@ -59,6 +59,13 @@ public func lowestFreeDescriptor() -> Int32 {
 public func replayMain(_ entry: (UnsafePointer<UInt8>?, Int) -> Int32,
                        seeds: () -> [(String, [UInt8])], dictionary: () -> [String] = { [] }) -> Int32 {
     var paths = Array(CommandLine.arguments.dropFirst())
+    // Absolute paths: a harness may move the thread's working directory (the
+    // passthrough backend does for path-based xattr calls).
+    var cwd = [CChar](repeating: 0, count: 4096)
+    if getcwd(&cwd, cwd.count) != nil {
+        let base = String(cString: cwd)
+        paths = paths.map { $0.hasPrefix("/") || $0.hasPrefix("--") ? $0 : base + "/" + $0 }
+    }
     if paths.count == 2 && paths[0] == "--write-dictionary" {
         let text = Array(dictionary().map { $0 + "\n" }.joined().utf8)
         guard let fd = try? Sys.openat(AT_FDCWD, paths[1], O_WRONLY | O_CREAT | O_TRUNC, 0o644) else { return 1 }
