@@ -90,7 +90,7 @@ timeout -k 5 "$limit" "$QEMU" \
 qpid=$!
 E2E_PIDS+=("$qpid")
 
-before="" after="" started="" killed=""
+before="" after="" started="" killed="" daemon_died=""
 while kill -0 "$qpid" 2>/dev/null; do
     if [ -z "$started" ] && grep -q '^SOAK START' "$console" 2>/dev/null; then
         started=$SECONDS
@@ -112,8 +112,10 @@ while kill -0 "$qpid" 2>/dev/null; do
         sleep 3
         after=$(measure)
     fi
-    if [ -z "$kill_after" ] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-        echo "soak: daemon died under the running guest"
+    # The daemon exits by itself once the guest powered off and QEMU let go.
+    if [ -z "$kill_after" ] && ! kill -0 "$DAEMON_PID" 2>/dev/null && ! grep -q '^SOAK END' "$console" 2>/dev/null; then
+        echo "soak: FAIL the daemon died under the running guest"
+        daemon_died=1
         kill -TERM "$qpid" 2>/dev/null
         break
     fi
@@ -123,6 +125,7 @@ wait "$qpid" 2>/dev/null
 tr -d '\r' <"$console" >"$console.txt"
 fail=0
 bad() { echo "soak: FAIL $*"; fail=1; }
+[ -z "$daemon_died" ] || fail=1
 
 grep '^SOAK ERROR' "$console.txt" | head -n 20
 errors=$(grep -c '^SOAK ERROR' "$console.txt")
