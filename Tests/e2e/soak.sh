@@ -127,19 +127,19 @@ fail=0
 bad() { echo "soak: FAIL $*"; fail=1; }
 [ -z "$daemon_died" ] || fail=1
 
-grep '^SOAK ERROR' "$console.txt" | head -n 20
-errors=$(grep -c '^SOAK ERROR' "$console.txt")
+grep -a '^SOAK ERROR' "$console.txt" | head -n 20
+errors=$(grep -a -c '^SOAK ERROR' "$console.txt")
 [ "$errors" = 0 ] || bad "the guest saw $errors errors"
 
 if [ -n "$kill_after" ]; then
     [ -n "$killed" ] || bad "the guest never started (see $console.txt)"
     claims=0 checked=0 bytes=0
     # The last claim per file covers the earlier ones (append-only).
-    declare -A last_size last_hash
+    declare -A last_size=() last_hash=()
     while read -r _ _ path size hash; do
         last_size[$path]=$size last_hash[$path]=$hash
         claims=$((claims + 1))
-    done < <(grep '^SOAK DURABLE ' "$console.txt")
+    done < <(grep -a '^SOAK DURABLE ' "$console.txt")
     for path in "${!last_size[@]}"; do
         got=$(SOAK_PREFIX=${last_size[$path]} "$SOAK_HOST" --hash "$shared/soak/$path" 2>&1)
         if [ "$got" = "${last_size[$path]} ${last_hash[$path]}" ]; then
@@ -151,9 +151,9 @@ if [ -n "$kill_after" ]; then
     [ "$claims" -gt 0 ] || bad "no fsync was announced before the kill"
     echo "soak: $claims fsync claims over ${#last_size[@]} files; $checked files, $bytes fsync'd bytes found on the host"
 else
-    grep -q '^SOAK END failed_workers=0' "$console.txt" || bad "the guest did not finish cleanly (see $console.txt)"
+    grep -a -q '^SOAK END failed_workers=0' "$console.txt" || bad "the guest did not finish cleanly (see $console.txt)"
     files=0 bytes=0
-    declare -A listed
+    declare -A listed=()
     while read -r _ _ path size hash mode xattr; do
         listed[$path]=1
         files=$((files + 1))
@@ -164,11 +164,11 @@ else
         [ "$hmode" = "$mode" ] || bad "$path: mode $hmode on the host, $mode in the guest"
         hx=$(getfattr --only-values -n user.soak "$shared/soak/$path" 2>/dev/null)
         [ "${hx:--}" = "$xattr" ] || bad "$path: xattr '$hx' on the host, '$xattr' in the guest"
-    done < <(grep '^SOAK FILE ' "$console.txt")
+    done < <(grep -a '^SOAK FILE ' "$console.txt")
     while read -r f; do
         [ -n "${listed[${f#"$shared/soak/"}]:-}" ] || bad "${f#"$shared/"} is on the host but not in the guest's list"
     done < <(find "$shared/soak" -type f)
-    grep '^SOAK WORKER' "$console.txt" | sed 's/^/soak: /'
+    grep -a '^SOAK WORKER' "$console.txt" | sed 's/^/soak: /'
     echo "soak: $files files, $bytes bytes verified on the host"
     if [ -z "$before" ] || [ -z "$after" ]; then
         bad "no daemon measurements (start: '${before}', end: '${after}')"

@@ -381,7 +381,7 @@ static void run_durable(void) {
             size[i] = 0;
             if (made < LOGS) made++;
         }
-        int i = (int)below(LOGS);
+        int i = (int)below(made);
         size_t n = 1 + below(8192);
         fill(scratch, n);
         if (write_all(fds[i], scratch, n, 0, 0) < 0) { fail("append", paths[i], "%s", strerror(errno)); return; }
