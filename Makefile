@@ -16,7 +16,7 @@ APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev
 
 .PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
         e2e-identity e2e-libvirt11 \
-        bench demo install clean
+        bench demo install clean fuzz fuzz-build fuzz-smoke soak soak-smoke
 
 all: release
 
@@ -47,11 +47,32 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: unit-test e2e e2e-libvirt
+test: unit-test fuzz-smoke e2e e2e-libvirt soak-smoke
 
 unit-test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# libFuzzer harnesses (Fuzz/), built apart in $(FUZZ_BUILD) with the fuzzer and
+# AddressSanitizer; optimised, with -enable-testing for the harnesses that reach
+# internal types. `make fuzz` runs each for FUZZ_SECONDS, `make fuzz-smoke` (part
+# of `make test`) for FUZZ_SMOKE_SECONDS; a crash fails the target (Fuzz/run.sh).
+FUZZ_BUILD         := .build-fuzz
+FUZZ_HARNESSES     ?= vhost-message virtqueue fuse-null fuse-passthrough xattrmap command-line
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
+FUZZ_FLAGS := --scratch-path $(FUZZ_BUILD) -c release --sanitize=fuzzer --sanitize=address \
+              -Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing -Xswiftc -DFUZZING
+
+fuzz-build: deps
+	@for h in $(FUZZ_HARNESSES); do \
+	    $(SWIFT) build $(FUZZ_FLAGS) --product fuzz-$$h || exit 1; done
+
+fuzz: fuzz-build
+	Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
+
+fuzz-smoke: fuzz-build
+	Fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_HARNESSES)
 
 # Real-guest checks (QEMU, TCG). E2E_ARGS passes extra options, e.g. E2E_ARGS="--config xattr".
 e2e: release
@@ -62,6 +83,21 @@ e2e: release
 	@# the identity models (user-namespace maps as root and unprivileged, translation).
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --config readme --config queue-mismatch \
 	    --config idmap --config idmap-user --config translate
+
+# Soak (Tests/e2e/soak.sh): SOAK_MINUTES of a mixed guest workload checked against
+# its model and the host, with 1 and then 2 request queues, and a daemon killed with
+# SIGKILL under fsync'd appends. `make soak-smoke` (part of `make test`) is a minute
+# of the first and 20 s of the second.
+SOAK_MINUTES ?= 10
+
+soak: release
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --minutes $(SOAK_MINUTES) --queues 1
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --minutes $(SOAK_MINUTES) --queues 2
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --kill-after 90
+
+soak-smoke: release
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --minutes 1 --queues 2
+	Tests/e2e/soak.sh --daemon $(RELEASE_BIN) --kill-after 20
 
 e2e-reference: release
 	Tests/e2e/run.sh --daemon $(RELEASE_BIN) --reference /usr/lib/qemu/virtiofsd $(E2E_ARGS)

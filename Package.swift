@@ -69,6 +69,23 @@ let package = Package(
         .executableTarget(name: "sandbox-probe", dependencies: ["Sandbox", "Posix", "Options"],
                           path: "Tests/SandboxProbe"),
 
+        // libFuzzer harnesses (Fuzz/, `make fuzz`). Built with -sanitize=fuzzer by the
+        // Makefile; in an ordinary build each is a replayer of the inputs named on its
+        // command line, so seeds and crash reproducers run anywhere.
+        .target(name: "FuzzSupport", dependencies: ["CVirtioFS", "Posix", "FUSE"], path: "Fuzz/Support"),
+        .executableTarget(name: "fuzz-vhost-message", dependencies: ["FuzzSupport", "VhostUser", "CVirtioFS", "Posix"],
+                          path: "Fuzz/VhostMessage"),
+        .executableTarget(name: "fuzz-virtqueue", dependencies: ["FuzzSupport", "VhostUser", "CVirtioFS", "Posix"],
+                          path: "Fuzz/Virtqueue"),
+        .executableTarget(name: "fuzz-fuse-null", dependencies: ["FuzzSupport", "FUSE", "Posix"],
+                          path: "Fuzz/FUSENull"),
+        .executableTarget(name: "fuzz-fuse-passthrough",
+                          dependencies: ["FuzzSupport", "FUSE", "Passthrough", "Options", "XattrMap", "CVirtioFS", "Posix"],
+                          path: "Fuzz/FUSEPassthrough"),
+        .executableTarget(name: "fuzz-xattrmap", dependencies: ["FuzzSupport", "XattrMap"], path: "Fuzz/XattrMap"),
+        .executableTarget(name: "fuzz-command-line", dependencies: ["FuzzSupport", "DaemonConfig"],
+                          path: "Fuzz/CommandLine"),
+
         .testTarget(name: "OptionsTests", dependencies: ["Options", "XattrMap"]),
         .testTarget(name: "PosixTests", dependencies: ["Posix", "Options"]),
         .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVirtioFS", "Posix"]),

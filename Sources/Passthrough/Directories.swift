@@ -80,6 +80,10 @@ extension PassthroughFileSystem {
                     // EINVAL: the next record is longer than a chunk that only the reply's room limited.
                     if error == .invalidArgument && added > 0 { return }
                     position = OpenFile.unknownPosition
+                    // Entries already in the reply carry lookups (READDIRPLUS) the guest must
+                    // learn of, or they are never forgotten: send them; the next READDIR, from
+                    // the last offset, meets the error.
+                    if added > 0 { return }
                     throw error
                 }
                 if filled <= 0 {

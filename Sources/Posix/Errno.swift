@@ -53,6 +53,48 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let noLocks = Errno(ENOLCK)
 }
 
+#if DEBUG
+/// Runs `body` until it does not fail with EINTR; a result of -1 becomes the thread's errno.
+/// Debug builds first ask `FaultInjection` about the calling wrapper (`#function`).
+@inlinable
+public func retryingEINTR<T: FixedWidthInteger>(_ wrapper: StaticString = #function, _ body: () -> T) throws(Errno) -> T {
+    while true {
+        var result: T
+        if FaultInjection.isArmed, let fault = FaultInjection.consult(wrapper) {
+            switch fault {
+            case .fail(let e): throw e
+            case .interrupt: continue
+            case .shorten(let limit):
+                result = body()
+                if result > limit { result = T(truncatingIfNeeded: limit) }
+            }
+        } else {
+            result = body()
+        }
+        if result != -1 { return result }
+        let e = errno
+        if e == EINTR { continue }
+        throw Errno(rawValue: e)
+    }
+}
+
+/// Converts a -1 result into the thread's errno, without retrying.
+/// Debug builds: a fault injected for the calling wrapper replaces the result; the
+/// call itself has been made by then, so only `.shorten` should be used for calls
+/// with side effects.
+@inlinable
+public func checked<T: FixedWidthInteger>(_ result: T, _ wrapper: StaticString = #function) throws(Errno) -> T {
+    if FaultInjection.isArmed, let fault = FaultInjection.consult(wrapper) {
+        switch fault {
+        case .fail(let e): throw e
+        case .interrupt: throw Errno.interrupted
+        case .shorten(let limit): if result > limit { return T(truncatingIfNeeded: limit) }
+        }
+    }
+    if result == -1 { throw Errno(rawValue: errno) }
+    return result
+}
+#else
 /// Runs `body` until it does not fail with EINTR; a result of -1 becomes the thread's errno.
 @inlinable
 public func retryingEINTR<T: FixedWidthInteger>(_ body: () -> T) throws(Errno) -> T {
@@ -71,3 +113,4 @@ public func checked<T: FixedWidthInteger>(_ result: T) throws(Errno) -> T {
     if result == -1 { throw Errno(rawValue: errno) }
     return result
 }
+#endif

@@ -51,10 +51,11 @@ extension XattrMap {
         public var description: String {
             let key = String(decoding: self.key, as: UTF8.self)
             let prepend = String(decoding: self.prepend, as: UTF8.self)
-            // A separator must not occur inside a field, or the text would not parse back.
-            let candidates: [Character] = [":", "/", "|", "#", ";", "!", "~", "^", "%", "@"]
-            let separator = candidates.first { !key.contains($0) && !prepend.contains($0) } ?? "\u{1}"
-            let s = String(separator)
+            // A separator must not occur inside a field, or the text would not parse back. Bytes, not
+            // Characters: ":" followed by a combining mark is one Character but still a ":" byte.
+            let candidates = Array(":/|#;!~^%@".utf8)
+            let separator = candidates.first { !self.key.contains($0) && !self.prepend.contains($0) } ?? 1
+            let s = String(UnicodeScalar(separator))
             return s + kind.rawValue + s + scope.rawValue + s + key + s + prepend + s
         }
     }

@@ -29,7 +29,7 @@ for m in $modules $modules_9p; do
     # A module built into the kernel has no file; then there is nothing to load.
     if [ -n "$p" ]; then inputs="$inputs $p"; fi
 done
-key=$(cat "$0" "$here/guest/init" "$here/guest/checks.c" "$here/guest/bench-init" "$here/guest/fsbench.c" "$busybox" $inputs | sha256sum | cut -c1-16)
+key=$(cat "$0" "$here/guest/init" "$here/guest/checks.c" "$here/guest/bench-init" "$here/guest/fsbench.c" "$here/guest/soak.c" "$busybox" $inputs | sha256sum | cut -c1-16)
 image="$out_dir/initramfs-$kver-$key.cpio.gz"
 if [ -s "$image" ]; then echo "$image"; exit 0; fi
 
@@ -45,6 +45,8 @@ cp "$here/guest/bench-init" "$stage/bench-init"
 chmod 0755 "$stage/init" "$stage/bench-init"
 gcc -static -O2 -Wall -Wextra -o "$stage/checks" "$here/guest/checks.c" || die "checks.c does not compile"
 gcc -static -O2 -Wall -Wextra -o "$stage/fsbench" "$here/guest/fsbench.c" || die "fsbench.c does not compile"
+# The soak workload (soak.sh), run through e2e.cmd; the host uses it to checksum files.
+gcc -static -O2 -Wall -Wextra -o "$stage/soak" "$here/guest/soak.c" || die "soak.c does not compile"
 : > "$stage/lib/modules/order"
 : > "$stage/lib/modules/order-9p"
 add_module() { # NAME ORDER_FILE: unpack the module into the image and list it
@@ -65,10 +67,12 @@ for m in $modules_9p; do add_module "$m" "$stage/lib/modules/order-9p"; done
 # The check program also runs on the host (to generate reference data), so keep a copy.
 cp "$stage/checks" "$out_dir/checks-$key"
 ln -sf "checks-$key" "$out_dir/checks"
+cp "$stage/soak" "$out_dir/soak-$key"
+ln -sf "soak-$key" "$out_dir/soak"
 (cd "$stage" && find . | sort | cpio --quiet -o -H newc -R 0:0) | gzip -9 > "$image.tmp"
 mv "$image.tmp" "$image"
 # Older images of this cache are stale now: keep only the current one.
-for old in "$out_dir"/initramfs-*.cpio.gz "$out_dir"/checks-*; do
-    case "$old" in "$image"|"$out_dir/checks-$key") ;; *) rm -f "$old" ;; esac
+for old in "$out_dir"/initramfs-*.cpio.gz "$out_dir"/checks-* "$out_dir"/soak-*; do
+    case "$old" in "$image"|"$out_dir/checks-$key"|"$out_dir/soak-$key") ;; *) rm -f "$old" ;; esac
 done
 echo "$image"
