@@ -18,7 +18,6 @@ struct RequestHead {
 
     var unique: UInt64 { context.unique }
 
-    @inline(__always)
     init(_ h: fuse_in_header, extensionLength: Int) {
         context = RequestContext(unique: h.unique, uid: h.uid, gid: h.gid, pid: h.pid)
         node = h.nodeid
