@@ -229,79 +229,143 @@ extension DirectorySink {
 }
 
 /// The operations a FUSE filesystem serves. The dispatcher (`Server`) decodes
-/// requests, validates them and calls these; every method defaults to ENOSYS.
+/// requests, validates them and calls these; every method defaults to ENOSYS (or,
+/// where the kernel expects no answer or ignores it, to doing nothing).
 ///
 /// Lookup counts: every successful reply carrying an `Entry` (lookup, mknod,
 /// mkdir, symlink, link, create, tmpfile, and each readdirplus entry with a
 /// non-zero node id) adds one to the node's lookup count. FORGET subtracts; a
 /// node whose count reaches zero may be dropped. The root is never forgotten.
+/// Removing a name (unlink, rmdir, rename over it) does not change any count: the
+/// kernel still holds the node and forgets it later.
 ///
-/// Methods are called concurrently from several queue threads.
+/// Errors: the thrown `Errno` is the reply's error, and the guest's system call
+/// returns it. For some requests the kernel reads ENOSYS as "never send this again"
+/// and then acts as documented on the method; any other errno is only this call's
+/// failure. `Entry` replies must hold a node id other than 0, the node's attributes
+/// (the kernel uses them, e.g. the size, even with a zero timeout), and timeouts
+/// saying how long the kernel may trust the name (`entryTimeout`) and the attributes
+/// (`attributesTimeout`) without asking again. A node id may be reused after its
+/// count reached zero only with a new `generation`: (node id, generation) names one
+/// file for the life of the filesystem (NFS export relies on it).
+///
+/// Names and buffers passed in are valid only during the call. Methods are called
+/// concurrently from several queue threads.
 public protocol FileSystem: Sendable {
-    /// INIT: `capable` is what the kernel offers; return the subset wanted.
+    /// INIT: `capable` is what the kernel offers; return the subset wanted. The
+    /// dispatcher adds its own (`Server.dispatcherFlags`) and replies; throwing refuses
+    /// the session (INIT is answered with that errno).
     func initialize(capable: InitFlags) throws(Errno) -> InitFlags
-    /// DESTROY: the session ends; drop every node and handle.
+    /// DESTROY: the session ends (the guest unmounted); drop every node but the root,
+    /// every handle and every parked lock wait. A new INIT may follow.
     func destroy()
 
     /// LOOKUP: resolve `name` in directory `parent`; +1 lookup count.
     /// `name` is never empty and never holds '/', but may be "." or "..": the
     /// kernel asks for them to find an inode's parent when the share is exported
     /// (EXPORT_SUPPORT). Answer them from the inode table, or refuse them.
+    /// ENOENT: no such name; ENOTDIR: `parent` is not a directory.
     func lookup(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) -> Entry
-    /// FORGET / BATCH_FORGET: subtract `count` lookups. Never replied to.
+    /// FORGET / BATCH_FORGET: subtract `count` lookups (never more than replies gave).
+    /// Never replied to, so it cannot fail; an unknown node is ignored.
     func forget(_ node: NodeID, count: UInt64)
 
-    /// GETATTR. `handle` is set when the kernel passed FUSE_GETATTR_FH.
+    /// GETATTR. `handle` is set when the kernel passed FUSE_GETATTR_FH (fstat on an
+    /// open file, which must work even after the name is gone). ENOENT or ESTALE when
+    /// the node no longer exists. With the writeback cache the kernel keeps its own size.
     func getattr(_ ctx: RequestContext, node: NodeID, handle: HandleID?) throws(Errno) -> AttributesReply
-    /// SETATTR: chmod, chown, truncate, utimens. With FATTR_KILL_SUIDGID (killpriv v2),
+    /// SETATTR: chmod, chown, truncate, utimens; only the fields in `valid` change.
+    /// Reply with the attributes after the change. With FATTR_KILL_SUIDGID (killpriv v2),
     /// clear setuid/setgid as the kernel would on the host.
     func setattr(_ ctx: RequestContext, node: NodeID, _ attributes: SetAttributes) throws(Errno) -> AttributesReply
-    /// READLINK: copy the target into `buffer`; return its length (not NUL-terminated).
+    /// READLINK: copy the target into `buffer` (PATH_MAX bytes, or what the reply can
+    /// hold); return its length (not NUL-terminated, at most `buffer.count`: more is EIO).
+    /// EINVAL: the node is not a symlink.
     func readlink(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int
-    /// SYMLINK: create `name` in `parent` pointing at `target`.
+    /// SYMLINK: create `name` in `parent` pointing at `target` (stored as given, never
+    /// resolved); +1 lookup count.
     func symlink(_ ctx: RequestContext, target: FileName, parent: NodeID, name: FileName, extras: CreateExtras) throws(Errno) -> Entry
-    /// MKNOD: regular files, FIFOs, sockets, devices.
+    /// MKNOD: regular files, FIFOs, sockets, devices; `mode` holds the file type bits
+    /// too, `rdev` the device number (kernel encoding). +1 lookup count. EEXIST if taken.
     func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, extras: CreateExtras) throws(Errno) -> Entry
+    /// MKDIR: a new directory `name` in `parent` with permission bits `mode` (the umask
+    /// is in `extras`: already applied unless DONT_MASK); +1 lookup count. EEXIST if taken.
     func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, extras: CreateExtras) throws(Errno) -> Entry
+    /// UNLINK: remove the non-directory `name` from `parent`. The node's lookup count
+    /// is unchanged: the kernel forgets it later, and open handles keep working.
     func unlink(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno)
+    /// RMDIR: remove the empty directory `name` from `parent`; ENOTEMPTY if it is not
+    /// empty, ENOTDIR if it is not a directory. Lookup counts as for unlink.
     func rmdir(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno)
-    /// RENAME / RENAME2: `flags` are RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT.
+    /// RENAME / RENAME2: `flags` are RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT
+    /// (0 for RENAME); unknown flags are EINVAL. The moved node keeps its node id; a
+    /// replaced target keeps its lookup count until forgotten.
     func rename(_ ctx: RequestContext, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno)
-    /// LINK: a new name for `node`; +1 lookup count on `node`.
+    /// LINK: a new name for `node`; +1 lookup count on `node`, and the reply is its entry.
     func link(_ ctx: RequestContext, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry
 
-    /// OPEN: `flags` are the guest's open flags. `killSuidGid` is FUSE_OPEN_KILL_SUIDGID: O_TRUNC by a
-    /// caller without CAP_FSETID (sent only with killpriv v2).
+    /// OPEN: `flags` are the guest's open flags (O_CREAT, O_EXCL and O_NOCTTY already
+    /// handled by the kernel). The reply's handle comes back with READ, WRITE, FLUSH,
+    /// FSYNC, locks and RELEASE; its flags tell the kernel how to cache (FOPEN_*).
+    /// `killSuidGid` is FUSE_OPEN_KILL_SUIDGID: O_TRUNC by a caller without
+    /// CAP_FSETID (sent only with killpriv v2).
     func open(_ ctx: RequestContext, node: NodeID, flags: UInt32, killSuidGid: Bool) throws(Errno) -> OpenReply
-    /// READ: fill `writer` with up to `size` bytes from `offset`, zero copy; return bytes read.
+    /// READ: fill `writer` with up to `size` bytes from `offset`, zero copy; return bytes
+    /// read (never more than `size`: more is EIO). Fewer than `size` means end of file
+    /// to the kernel (with direct I/O the caller sees the short count).
     func read<W: FuseWriter>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, into writer: inout W) throws(Errno) -> Int
-    /// WRITE: take `size` bytes from `reader`, zero copy; return bytes written.
+    /// WRITE: take `size` bytes from `reader`, zero copy; return bytes written (never
+    /// more than `size`). The kernel turns a short count into a short write(2).
     /// `killSuidGid` is FUSE_WRITE_KILL_SUIDGID: the caller lacks CAP_FSETID; clear setuid/setgid as the
     /// kernel would. The kernel sets it for direct I/O whether or not killpriv v2 was negotiated.
     func write<R: FuseReader>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, flags: UInt32, killSuidGid: Bool, from reader: inout R) throws(Errno) -> Int
+    /// STATFS: the usage of the filesystem holding `node` (the node of the path the
+    /// guest's statfs(2) named). Blocks, free counts, block and fragment size and the longest
+    /// name are passed on; the guest's statfs(2) sees them as they are.
     func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> statvfs
-    /// RELEASE: the last reference to an open file is gone. Errors are not reported to the guest.
+    /// RELEASE: the last reference to an open file is gone; the handle is never used
+    /// again. Errors are not reported to the guest (the reply is always success).
+    /// `lockOwner` is set with `flush` (FUSE_RELEASE_FLUSH: flush too) or `flockRelease`
+    /// (FUSE_RELEASE_FLOCK_UNLOCK: drop the flock lock held through this handle).
     func release(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32, lockOwner: UInt64?, flush: Bool, flockRelease: Bool) throws(Errno)
+    /// FSYNC: write the file's data (and, unless `datasync`, its metadata) to stable
+    /// storage. ENOSYS: the kernel never sends FSYNC again and reports success.
     func fsync(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno)
-    /// FLUSH: on every close(2) of a descriptor; release POSIX locks held by `lockOwner`.
+    /// FLUSH: on every close(2) of a descriptor (so possibly many per open); release
+    /// POSIX locks held by `lockOwner`. The error is close(2)'s. ENOSYS: never sent
+    /// again, close succeeds.
     func flush(_ ctx: RequestContext, node: NodeID, handle: HandleID, lockOwner: UInt64) throws(Errno)
 
-    /// SETXATTR. `flags` are XATTR_CREATE/XATTR_REPLACE; `extFlags` (SETXATTR_EXT) may hold FUSE_SETXATTR_ACL_KILL_SGID.
+    /// SETXATTR. `flags` are XATTR_CREATE/XATTR_REPLACE (EEXIST / ENODATA when they do not
+    /// hold); `extFlags` (SETXATTR_EXT) may hold FUSE_SETXATTR_ACL_KILL_SGID.
+    /// ENOSYS: never sent again, the guest gets EOPNOTSUPP.
     func setxattr(_ ctx: RequestContext, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: UInt32, extFlags: UInt32) throws(Errno)
     /// GETXATTR: with `buffer` nil, return the value's size; otherwise copy it (ERANGE if too small).
+    /// ENODATA: no such attribute. ENOSYS: never sent again, the guest gets EOPNOTSUPP.
     func getxattr(_ ctx: RequestContext, node: NodeID, name: FileName, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int
     /// LISTXATTR: NUL-separated names, same size-query contract as getxattr.
     func listxattr(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int
+    /// REMOVEXATTR: ENODATA when there is no such attribute. ENOSYS: never sent again,
+    /// the guest gets EOPNOTSUPP.
     func removexattr(_ ctx: RequestContext, node: NodeID, name: FileName) throws(Errno)
 
+    /// OPENDIR: `flags` are the guest's open flags. The reply's handle comes back with
+    /// READDIR, READDIRPLUS, FSYNCDIR and RELEASEDIR; ENOTDIR if `node` is not a directory.
     func opendir(_ ctx: RequestContext, node: NodeID, flags: UInt32) throws(Errno) -> OpenReply
     /// READDIR / READDIRPLUS from `offset` (0, or an entry's `nextOffset`); stop when the sink is full.
+    /// Adding nothing means the end of the directory. Offsets must stay valid while
+    /// entries are added and removed (the guest continues from the last one it got).
     /// For readdirplus, each entry added with a non-nil `plus` took a lookup count ("." and ".." never do).
     func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno)
+    /// RELEASEDIR: the directory handle is never used again; errors are not reported.
     func releasedir(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32) throws(Errno)
+    /// FSYNCDIR: fsync on an open directory (`datasync` as for fsync). ENOSYS: never
+    /// sent again, success reported.
     func fsyncdir(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno)
 
     /// GETLK: the first lock that would conflict with `lock`, or `lock` with type F_UNLCK.
+    /// The kernel sends lock requests only when POSIX_LOCKS (or FLOCK_LOCKS for flock)
+    /// was agreed at INIT; otherwise it keeps locks to itself.
     func getlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock) throws(Errno) -> FileLock
     /// SETLK: take or drop `lock` without waiting (EAGAIN when it conflicts); `flock` is
     /// FUSE_LK_FLOCK (BSD flock rather than POSIX record lock). The dispatcher always
@@ -324,17 +388,29 @@ public protocol FileSystem: Sendable {
     /// EINTR (the guest has a signal pending). Anything else is not interruptible here.
     func interruptLockWait(unique: UInt64)
 
-    /// ACCESS: `mask` of R_OK/W_OK/X_OK/F_OK for the caller.
+    /// ACCESS: `mask` of R_OK/W_OK/X_OK/F_OK for the caller; EACCES when denied. ENOSYS:
+    /// never sent again, and access(2) succeeds from then on.
     func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno)
-    /// CREATE: atomically create and open; +1 lookup count.
+    /// CREATE: atomically create and open; +1 lookup count. The reply is the entry, then
+    /// the open. ENOSYS: never sent again, the kernel uses MKNOD and OPEN instead.
     func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply)
-    /// TMPFILE: an unnamed file in `parent` (O_TMPFILE), open; +1 lookup count.
+    /// TMPFILE: an unnamed file in `parent` (O_TMPFILE), open; +1 lookup count. It may
+    /// later get a name through LINK. ENOSYS: never sent again, EOPNOTSUPP to the guest.
     func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply)
+    /// FALLOCATE: `mode` is fallocate(2)'s FALLOC_FL_* (0 allocates, extending the size);
+    /// EOPNOTSUPP for a mode the host cannot do. ENOSYS: never sent again, EOPNOTSUPP to the guest.
     func fallocate(_ ctx: RequestContext, node: NodeID, handle: HandleID, mode: UInt32, offset: UInt64, length: UInt64) throws(Errno)
-    /// LSEEK: SEEK_DATA / SEEK_HOLE (and SEEK_SET/CUR/END); return the new offset.
+    /// LSEEK: SEEK_DATA / SEEK_HOLE (and SEEK_SET/CUR/END); return the new offset (ENXIO
+    /// when SEEK_DATA/SEEK_HOLE start past the end, as lseek(2)). ENOSYS: never sent again, the kernel seeks by itself.
     func lseek(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, whence: UInt32) throws(Errno) -> UInt64
+    /// COPY_FILE_RANGE: copy `length` bytes from `handleIn` at `offsetIn` to `handleOut` at
+    /// `offsetOut` on the host; return bytes copied (at most `length`: more is EIO; 0 at
+    /// the source's end). The dispatcher caps `length` so the 32-bit reply can carry it.
+    /// ENOSYS: never sent again, the guest kernel copies the data itself.
     func copyFileRange(_ ctx: RequestContext, nodeIn: NodeID, handleIn: HandleID, offsetIn: UInt64,
                        nodeOut: NodeID, handleOut: HandleID, offsetOut: UInt64, length: UInt64, flags: UInt64) throws(Errno) -> Int
+    /// SYNCFS: syncfs(2) in the guest on the filesystem holding `node`: write back
+    /// everything the share holds. ENOSYS: never sent again, success reported.
     func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno)
 }
 

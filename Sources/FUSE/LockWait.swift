@@ -2,6 +2,10 @@ import CVirtioFS
 import Posix
 import Synchronization
 
+// Locks: GETLK, SETLK, SETLKW and INTERRUPT. A SETLKW that must wait is parked
+// rather than holding the queue thread: its reply is detached from the transport and
+// sent later through a `LockWaitCompletion`.
+
 /// Whether a SETLKW was answered at once or parked.
 public enum LockWaitOutcome: Sendable, Equatable {
     /// Granted now: the dispatcher replies success at once.
@@ -40,18 +44,36 @@ public final class LockWaitCompletion: Sendable {
 }
 
 extension Server {
+    /// GETLK: the reply names the first conflicting lock, or the asked-for one as F_UNLCK.
+    func handleGetlk<R: FuseReader, W: FuseWriter>(_ q: RequestHead, _ r: inout R, _ w: inout W) throws(Errno) -> Int {
+        let arg = try Self.read(fuse_lk_in.self, &r)
+        let lock = try filesystem.getlk(q.context, node: q.node, handle: arg.fh, owner: arg.owner, lock: FileLock(arg.lk))
+        var out = fuse_lk_out()
+        out.lk = fuse_file_lock(lock)
+        return Self.reply(out, q.unique, &w)
+    }
+
+    /// SETLK: take or drop a lock without waiting.
+    func handleSetlk<R: FuseReader, W: FuseWriter>(_ q: RequestHead, _ r: inout R, _ w: inout W) throws(Errno) -> Int {
+        let arg = try Self.read(fuse_lk_in.self, &r)
+        try filesystem.setlk(q.context, node: q.node, handle: arg.fh, owner: arg.owner, lock: FileLock(arg.lk),
+                             wait: false, flock: arg.lk_flags & UInt32(FUSE_LK_FLOCK) != 0)
+        return Self.replyEmpty(q.unique, &w)
+    }
+
     /// SETLKW: the filesystem either answers at once or parks the request; a
     /// parked request is answered through its transport's late reply, so the
     /// thread that carried it goes back to serving other requests.
-    func setlkWait<W: FuseWriter>(_ ctx: RequestContext, _ node: NodeID, _ arg: fuse_lk_in, _ w: inout W) throws(Errno) -> Int {
+    func handleSetlkw<R: FuseReader, W: FuseWriter>(_ q: RequestHead, _ r: inout R, _ w: inout W) throws(Errno) -> Int {
+        let arg = try Self.read(fuse_lk_in.self, &r)
         var taken: LockWaitCompletion?
         let outcome: LockWaitOutcome
         do {
-            outcome = try filesystem.setlkw(ctx, node: node, handle: arg.fh, owner: arg.owner, lock: Self.decodeLock(arg.lk),
+            outcome = try filesystem.setlkw(q.context, node: q.node, handle: arg.fh, owner: arg.owner, lock: FileLock(arg.lk),
                                             flock: arg.lk_flags & UInt32(FUSE_LK_FLOCK) != 0) { () -> LockWaitCompletion? in
                 // Once, and before anything is written.
                 guard taken == nil, w.written == 0, let reply = w.detach() else { return nil }
-                let completion = LockWaitCompletion(unique: ctx.unique, reply: reply)
+                let completion = LockWaitCompletion(unique: q.unique, reply: reply)
                 taken = completion
                 return completion
             }
@@ -63,7 +85,7 @@ extension Server {
         }
         switch outcome {
         case .granted:
-            guard let taken else { return Self.replyEmpty(ctx.unique, &w) }
+            guard let taken else { return Self.replyEmpty(q.unique, &w) }
             taken.finish(nil)
             return 0
         case .parked:
@@ -72,8 +94,9 @@ extension Server {
         }
     }
 
-    /// FUSE_INTERRUPT: the filesystem ends a parked lock wait for that request with EINTR.
-    func interrupt<R: FuseReader>(_ r: inout R) -> Int {
+    /// INTERRUPT: never answered. The filesystem ends a parked lock wait for that
+    /// request with EINTR; nothing else waits long enough to be worth interrupting.
+    func handleInterrupt<R: FuseReader, W: FuseWriter>(_ q: RequestHead, _ r: inout R, _ w: inout W) throws(Errno) -> Int {
         if let arg = r.readWire(fuse_interrupt_in.self) { filesystem.interruptLockWait(unique: arg.unique) }
         return 0
     }

@@ -199,6 +199,34 @@ extension fuse_open_out {
     }
 }
 
+extension SetAttributes {
+    /// A SETATTR request as the filesystem takes it; the handle and lock owner only when valid.
+    init(_ a: fuse_setattr_in) {
+        self.init(valid: SetAttributesValid(rawValue: a.valid))
+        mode = a.mode
+        uid = a.uid
+        gid = a.gid
+        size = a.size
+        atime = timespec(tv_sec: Int(truncatingIfNeeded: a.atime), tv_nsec: Int(a.atimensec))
+        mtime = timespec(tv_sec: Int(truncatingIfNeeded: a.mtime), tv_nsec: Int(a.mtimensec))
+        ctime = timespec(tv_sec: Int(truncatingIfNeeded: a.ctime), tv_nsec: Int(a.ctimensec))
+        if valid.contains(.handle) { handle = a.fh }
+        if valid.contains(.lockOwner) { lockOwner = a.lock_owner }
+    }
+}
+
+extension FileLock {
+    init(_ l: fuse_file_lock) {
+        self.init(start: l.start, end: l.end, type: Int32(bitPattern: l.type), pid: l.pid)
+    }
+}
+
+extension fuse_file_lock {
+    init(_ lock: FileLock) {
+        self.init(start: lock.start, end: lock.end, type: UInt32(bitPattern: lock.type), pid: lock.pid)
+    }
+}
+
 extension fuse_kstatfs {
     /// The kernel's view of a host `statvfs`.
     public init(_ s: statvfs) {
