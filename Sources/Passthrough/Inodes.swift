@@ -275,41 +275,6 @@ final class InodeStore: Sendable {
     }
 }
 
-/// An open file or directory. A directory handle holds no listing buffer: READDIR
-/// seeks to the guest's offset and reads into its thread's buffer, so a guest that
-/// opens many directories costs one descriptor each, nothing more.
-final class OpenFile: Sendable {
-    let fd: Int32
-    let inode: InodeData
-    /// Serialises seek+getdents on a directory handle, and holds where the host
-    /// descriptor stands (the d_off the next getdents64 starts from; `unknownPosition`
-    /// when it must seek). A READDIR that continues from there needs no lseek, which on
-    /// some filesystems (ext4 hashed directories) throws away their listing state.
-    let position = Mutex<UInt64>(0)
-    static let unknownPosition = UInt64.max
-
-    init(fd: Int32, inode: InodeData) {
-        self.fd = fd
-        self.inode = inode
-    }
-
-    deinit {
-        Sys.close(fd)
-    }
-}
-
-struct HandleTable {
-    var files: [HandleID: OpenFile] = [:]
-    var nextID: HandleID = 1
-
-    mutating func insert(_ file: OpenFile) -> HandleID {
-        let id = nextID
-        nextID &+= 1
-        files[id] = file
-        return id
-    }
-}
-
 // MARK: - The backend's side of the store
 
 extension PassthroughFileSystem {

@@ -278,17 +278,6 @@ extension PassthroughFileSystem {
 
     // MARK: - Files
 
-    public func open(_ ctx: RequestContext, node: NodeID, flags: UInt32, killSuidGid: Bool) throws(Errno) -> OpenReply {
-        let data = try inode(node)
-        let hostFlags = hostOpenFlags(flags)
-        if hostFlags & O_ACCMODE != O_RDONLY || hostFlags & O_TRUNC != 0 { try ensureWritable() }
-        try ensureDescriptorHeadroom()
-        let fd = try reopen(data, flags: hostFlags)
-        if hostFlags & O_TRUNC != 0 { clearSetIDForTruncate(fd: fd, ctx, flagged: killSuidGid) }
-        let handle = registerHandle(fd: fd, inode: data)
-        return OpenReply(handle: handle, flags: openReplyFlags(directory: data.isDirectory))
-    }
-
     public func read<W: FuseWriter>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, into writer: inout W) throws(Errno) -> Int {
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
@@ -321,14 +310,6 @@ extension PassthroughFileSystem {
     public func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> statvfs {
         let data = try inode(node)
         return try data.withPathFD { (fd) throws(Errno) -> statvfs in try Sys.fstatvfs(fd) }
-    }
-
-    public func release(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32, lockOwner: UInt64?, flush: Bool, flockRelease: Bool) throws(Errno) {
-        // Closing the last descriptor of the open file description drops its OFD and flock locks.
-        let file = handles.withLock { $0.files.removeValue(forKey: handle) }
-        // Nobody waits for the answers of lock requests on a closed handle.
-        lockWaits.cancel(handle: handle)
-        if flockRelease, let file { try? Sys.flock(file.fd, LOCK_UN) }
     }
 
     public func fsync(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {

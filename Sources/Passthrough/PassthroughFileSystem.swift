@@ -123,11 +123,6 @@ public final class PassthroughFileSystem: FileSystem {
         InitFlags(rawValue: negotiated.load(ordering: .relaxed)).contains(flag)
     }
 
-    func openFile(_ id: HandleID) throws(Errno) -> OpenFile {
-        guard let file = handles.withLock({ $0.files[id] }) else { throw Errno.badFileDescriptor }
-        return file
-    }
-
     func ensureWritable() throws(Errno) {
         if configuration.readOnly { throw Errno.readOnlyFileSystem }
     }
@@ -310,33 +305,6 @@ public final class PassthroughFileSystem: FileSystem {
             killRemappedCapability(fd: fd)
             Sys.close(fd)
         }
-    }
-
-    /// The open flags the host gets for the guest's `flags`.
-    func hostOpenFlags(_ guestFlags: UInt32) -> Int32 {
-        var flags = Int32(bitPattern: guestFlags)
-        if configuration.writeback {
-            // The kernel may read to fill partial pages, and handles O_APPEND itself.
-            if flags & O_ACCMODE == O_WRONLY { flags = (flags & ~O_ACCMODE) | O_RDWR }
-            flags &= ~O_APPEND
-        }
-        if !configuration.allowDirectIO { flags &= ~CVFS_O_DIRECT }
-        if !configuration.preserveNoatime { flags &= ~CVFS_O_NOATIME }
-        // OPEN never creates: the same flags a reopen drops.
-        return flags & ~Self.flagsNeverReopened
-    }
-
-    func openReplyFlags(directory: Bool) -> OpenReplyFlags {
-        switch configuration.cache {
-        case .never, .metadata: return directory ? [] : .directIO
-        case .auto: return []
-        case .always: return directory ? [.cacheDirectory, .keepCache] : .keepCache
-        }
-    }
-
-    func registerHandle(fd: Int32, inode: InodeData) -> HandleID {
-        let file = OpenFile(fd: fd, inode: inode)
-        return handles.withLock { $0.insert(file) }
     }
 
     /// The mode a creation request should use on the host.
