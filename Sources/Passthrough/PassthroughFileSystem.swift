@@ -127,14 +127,6 @@ public final class PassthroughFileSystem: FileSystem {
         if configuration.readOnly { throw Errno.readOnlyFileSystem }
     }
 
-    /// Rejects names that are not exactly one host path component.
-    func checkName(_ name: FileName) throws(Errno) {
-        if name.count == 0 { throw Errno.noEntry }
-        if name.count > Int(NAME_MAX) { throw Errno.nameTooLong }
-        // An embedded NUL would make the system call see a different, shorter name.
-        if name.bytes.contains(0) || name.containsSlash || name.isDotOrDotDot { throw Errno.invalidArgument }
-    }
-
     /// Formats `fd` as the decimal name of its /proc/self/fd entry.
     func withProcName<T>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
         var digits: (UInt64, UInt64) = (0, 0) // 16 bytes: enough for any Int32 and a NUL
@@ -174,72 +166,6 @@ public final class PassthroughFileSystem: FileSystem {
         try inode.withPathFD { (fd) throws(Errno) -> stat in
             try Sys.fstatat(fd, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
         }
-    }
-
-    func makeEntry(_ id: NodeID, _ attributes: stat) -> Entry {
-        Entry(nodeID: id, generation: 0, attributes: guestAttributes(attributes), attributesTimeout: timeout, entryTimeout: timeout)
-    }
-
-    /// Opens one component below `parent` as O_PATH without following symlinks.
-    func openChild(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Int32 {
-        try parent.withPathFD { (pfd) throws(Errno) -> Int32 in
-            if useOpenat2 {
-                return try Sys.openat2(pfd, name, flags: CVFS_O_PATH | O_NOFOLLOW,
-                                       resolve: CVFS_RESOLVE_BENEATH | CVFS_RESOLVE_NO_MAGICLINKS)
-            }
-            return try Sys.openat(pfd, name, CVFS_O_PATH | O_NOFOLLOW)
-        }
-    }
-
-    /// Looks up `name` in `parent` and takes one lookup count. A file the table
-    /// already holds costs one statx; a new one costs statx, open and statx.
-    func lookupChild(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
-        if let known = try lookupKnown(parent, name) { return known }
-        return try lookupNew(parent, name)
-    }
-
-    /// lookupChild for a READDIRPLUS entry, whose host inode number is known: a number
-    /// the table does not hold on the parent's device is a new file (open and statx), one
-    /// it holds is most likely that file (statx confirms it).
-    func lookupListed(_ parent: InodeData, _ name: UnsafePointer<CChar>, hostInode: UInt64) throws(Errno) -> Entry {
-        let guess = InodeKey(device: parent.key.device, inode: hostInode, mountID: parent.key.mountID)
-        if inodes.holdsDescriptor(guess), let known = try lookupKnown(parent, name) { return known }
-        return try lookupNew(parent, name)
-    }
-
-    /// One statx of `name`: if it is a file the table holds by descriptor, takes a lookup
-    /// on it. nil when the file is not in the table (or held by a handle, whose inode
-    /// number may have been reused: only opening it tells). Throws when there is no such name.
-    func lookupKnown(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry? {
-        let (attributes, mountID) = try parent.withPathFD { (pfd) throws(Errno) -> (stat, UInt64) in
-            try Sys.statxIdentity(pfd, name, flags: CVFS_AT_SYMLINK_NOFOLLOW)
-        }
-        let key = InodeKey(attributes, mountID: mountID)
-        guard let (id, isSubmount) = inodes.referenceHeld(key) else { return nil }
-        var entry = makeEntry(id, attributes)
-        if isSubmount { entry.attributeFlags = UInt32(FUSE_ATTR_SUBMOUNT) }
-        return entry
-    }
-
-    /// Opens `name` below `parent` and enters it into the table (or takes a lookup on
-    /// the node it turns out to be).
-    func lookupNew(_ parent: InodeData, _ name: UnsafePointer<CChar>) throws(Errno) -> Entry {
-        let fd = try openChild(parent, name)
-        let (entry, key) = try adoptKeyed(fd)
-        // A directory on another mount than its parent is the root of a submount.
-        if key.mountID != parent.key.mountID && entry.attributes.st_mode & S_IFMT == S_IFDIR {
-            // Remember the mount: syncfs covers it, and file handles on it can be opened.
-            if let child = try? inode(entry.nodeID) {
-                _ = try? child.withPathFD { (fd) throws(Errno) -> Int32 in try mountDescriptor(for: key.mountID, from: fd, fileType: S_IFDIR) }
-            }
-            if configuration.announceSubmounts {
-                inodes.markSubmount(entry.nodeID)
-                var flagged = entry
-                flagged.attributeFlags = UInt32(FUSE_ATTR_SUBMOUNT)
-                return flagged
-            }
-        }
-        return entry
     }
 
     /// FUSE_ATTR_* flags for `node`'s attributes: FUSE_ATTR_SUBMOUNT for a submount root
