@@ -162,19 +162,6 @@ public final class PassthroughFileSystem: FileSystem {
         }
     }
 
-    func stat(_ inode: InodeData) throws(Errno) -> stat {
-        try inode.withPathFD { (fd) throws(Errno) -> stat in
-            try Sys.fstatat(fd, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
-        }
-    }
-
-    /// FUSE_ATTR_* flags for `node`'s attributes: FUSE_ATTR_SUBMOUNT for a submount root
-    /// when `announceSubmounts` is on (entries carry them in `Entry.attributeFlags`;
-    /// this is for GETATTR replies, whose `AttributesReply` has no such field).
-    public func attributeFlags(for node: NodeID) -> UInt32 {
-        inodes.isSubmount(node) ? UInt32(FUSE_ATTR_SUBMOUNT) : 0
-    }
-
     /// Runs `body` with a descriptor fit for f*xattr/fchmod/ftruncate on `inode`.
     func withIOFD<T>(_ inode: InodeData, flags: Int32, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
         let fd = try reopen(inode, flags: flags | O_NONBLOCK)
