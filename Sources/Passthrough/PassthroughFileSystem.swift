@@ -263,3 +263,38 @@ public final class PassthroughFileSystem: FileSystem {
         return entry
     }
 }
+
+extension PassthroughFileSystem {
+    // MARK: - Session
+
+    public func initialize(capable: InitFlags) throws(Errno) -> InitFlags {
+        var wanted: InitFlags = [.asyncRead, .atomicOTrunc, .exportSupport, .bigWrites, .autoInvalData,
+                                 .asyncDIO, .parallelDirops, .maxPages, .createSuppGroup]
+        if configuration.posixLocks { wanted.insert(.posixLocks) }
+        if configuration.flock { wanted.insert(.flockLocks) }
+        if configuration.writeback { wanted.insert(.writebackCache) }
+        if configuration.readdirplusEnabled { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
+        if configuration.announceSubmounts { wanted.insert(.submounts) }
+        if configuration.killprivV2 { wanted.insert(.handleKillprivV2) }
+        if configuration.xattrEnabled { wanted.insert(.setxattrExt) }
+        if configuration.posixACL && configuration.xattrEnabled { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
+        if configuration.securityLabel { wanted.insert(.securityContext) }
+        if configuration.cache != .never { wanted.insert(.cacheSymlinks) }
+        if configuration.allowMmap { wanted.insert(.directIOAllowMmap) }
+        let chosen = wanted.intersection(capable)
+        negotiated.store(chosen.rawValue, ordering: .relaxed)
+        return chosen
+    }
+
+    public func destroy() {
+        lockWaits.cancelAll()
+        // Release outside the locks: dropping the last reference closes descriptors.
+        let files = handles.withLock { table -> [OpenFile] in
+            let all = Array(table.files.values)
+            table.files.removeAll()
+            return all
+        }
+        let nodes = inodes.removeAllButRoot()
+        _ = (files.count, nodes.count)
+    }
+}

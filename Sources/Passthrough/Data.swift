@@ -4,44 +4,8 @@ import Glibc
 import CVirtioFS
 import FUSE
 import Posix
-import Synchronization
 
 extension PassthroughFileSystem {
-    // MARK: - Session
-
-    public func initialize(capable: InitFlags) throws(Errno) -> InitFlags {
-        var wanted: InitFlags = [.asyncRead, .atomicOTrunc, .exportSupport, .bigWrites, .autoInvalData,
-                                 .asyncDIO, .parallelDirops, .maxPages, .createSuppGroup]
-        if configuration.posixLocks { wanted.insert(.posixLocks) }
-        if configuration.flock { wanted.insert(.flockLocks) }
-        if configuration.writeback { wanted.insert(.writebackCache) }
-        if configuration.readdirplusEnabled { wanted.formUnion([.doReaddirplus, .readdirplusAuto]) }
-        if configuration.announceSubmounts { wanted.insert(.submounts) }
-        if configuration.killprivV2 { wanted.insert(.handleKillprivV2) }
-        if configuration.xattrEnabled { wanted.insert(.setxattrExt) }
-        if configuration.posixACL && configuration.xattrEnabled { wanted.formUnion([.posixACL, .dontMask, .setxattrExt]) }
-        if configuration.securityLabel { wanted.insert(.securityContext) }
-        if configuration.cache != .never { wanted.insert(.cacheSymlinks) }
-        if configuration.allowMmap { wanted.insert(.directIOAllowMmap) }
-        let chosen = wanted.intersection(capable)
-        negotiated.store(chosen.rawValue, ordering: .relaxed)
-        return chosen
-    }
-
-    public func destroy() {
-        lockWaits.cancelAll()
-        // Release outside the locks: dropping the last reference closes descriptors.
-        let files = handles.withLock { table -> [OpenFile] in
-            let all = Array(table.files.values)
-            table.files.removeAll()
-            return all
-        }
-        let nodes = inodes.removeAllButRoot()
-        _ = (files.count, nodes.count)
-    }
-
-    // MARK: - Files
-
     public func read<W: FuseWriter>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, into writer: inout W) throws(Errno) -> Int {
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
@@ -71,18 +35,29 @@ extension PassthroughFileSystem {
         return written
     }
 
-    public func fsync(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
-        let file = try openFile(handle)
-        if datasync { try Sys.fdatasync(file.fd) } else { try Sys.fsync(file.fd) }
-    }
-
     public func flush(_ ctx: RequestContext, node: NodeID, handle: HandleID, lockOwner: UInt64) throws(Errno) {
         // Locks are open-file-description locks, released with the handle, not per close(2).
         _ = try openFile(handle)
     }
 
+    public func fsync(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
+        let file = try openFile(handle)
+        if datasync { try Sys.fdatasync(file.fd) } else { try Sys.fsync(file.fd) }
+    }
+
     public func fsyncdir(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
         try fsync(ctx, node: node, handle: handle, datasync: datasync)
+    }
+
+    /// Syncs the shared directory's filesystem and every submount seen below it.
+    public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
+        _ = try inode(node)
+        let mounts = inodes.mountFDs.withLock { Array($0.values) }
+        if mounts.isEmpty {
+            try withIOFD(root, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.syncfs(fd) }
+        }
+        // The descriptors live as long as the filesystem object, which the caller holds.
+        for fd in mounts { try Sys.syncfs(fd) }
     }
 
     public func fallocate(_ ctx: RequestContext, node: NodeID, handle: HandleID, mode: UInt32, offset: UInt64, length: UInt64) throws(Errno) {
@@ -107,16 +82,5 @@ extension PassthroughFileSystem {
         guard offsetIn <= UInt64(Int64.max), offsetOut <= UInt64(Int64.max), flags <= UInt64(UInt32.max) else { throw Errno.invalidArgument }
         let count = Int(clamping: min(length, UInt64(Int.max)))
         return try Sys.copyFileRange(source.fd, Int64(offsetIn), target.fd, Int64(offsetOut), count, flags: UInt32(flags))
-    }
-
-    /// Syncs the shared directory's filesystem and every submount seen below it.
-    public func syncfs(_ ctx: RequestContext, node: NodeID) throws(Errno) {
-        _ = try inode(node)
-        let mounts = inodes.mountFDs.withLock { Array($0.values) }
-        if mounts.isEmpty {
-            try withIOFD(root, flags: O_RDONLY) { (fd) throws(Errno) in try Sys.syncfs(fd) }
-        }
-        // The descriptors live as long as the filesystem object, which the caller holds.
-        for fd in mounts { try Sys.syncfs(fd) }
     }
 }
