@@ -116,6 +116,51 @@ extension PassthroughFileSystem {
         return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
     }
 
+    // MARK: - Mode and security label of a new node
+
+    /// The mode a creation request should use on the host.
+    func creationMode(_ mode: UInt32, parent: InodeData, extras: CreateExtras) -> mode_t {
+        guard isNegotiated(.dontMask) else { return mode }
+        // With POSIX ACLs the kernel left the umask to us; a default ACL on the parent replaces it.
+        if configuration.posixACL, parentHasDefaultACL(parent) { return mode }
+        return mode & ~(extras.umask & 0o777)
+    }
+
+    func parentHasDefaultACL(_ parent: InodeData) -> Bool {
+        let size = try? withIOFD(parent, flags: O_RDONLY | O_DIRECTORY) { (fd) throws(Errno) -> Int in
+            try Sys.fgetxattr(fd, "system.posix_acl_default", nil)
+        }
+        return (size ?? 0) > 0
+    }
+
+    /// Sets the security context the guest sent on a node just created, before the entry is returned.
+    /// Window: the node is visible on the host between its creation and this call.
+    func applySecurityContext(_ extras: CreateExtras, fd: Int32?, inode: InodeData) throws(Errno) {
+        guard configuration.securityLabel, let name = extras.securityContextName,
+              let value = extras.securityContextValue else { return }
+        if let fd {
+            try Sys.fsetxattr(fd, name.cString, value, flags: 0)
+            return
+        }
+        try withXattrTarget(inode, fd: { (fd) throws(Errno) in
+            try Sys.fsetxattr(fd, name.cString, value, flags: 0)
+        }, path: { (path) throws(Errno) in
+            try Sys.setxattr(path, name.cString, value, flags: 0)
+        })
+    }
+
+    /// After a creation: looks the new name up and labels it.
+    func finishCreation(_ parent: InodeData, _ name: FileName, extras: CreateExtras) throws(Errno) -> Entry {
+        let entry = try lookupChild(parent, name.cString)
+        do {
+            try applySecurityContext(extras, fd: nil, inode: try inode(entry.nodeID))
+        } catch {
+            forget(entry.nodeID, count: 1)
+            throw error
+        }
+        return entry
+    }
+
     // MARK: - Setuid and setgid on write and truncate
 
     /// Whether a truncate (SETATTR size, OPEN with O_TRUNC) by `ctx` clears setuid/setgid.
