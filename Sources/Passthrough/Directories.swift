@@ -11,6 +11,23 @@ import Synchronization
 /// plus the pool) times `direntBufferSize`, whatever the guest opens.
 private let direntBufferKey: pthread_key_t? = try? Sys.threadKeyCreate(destructor: { $0?.deallocate() })
 
+/// Where the fields of a getdents64 record lie, as `struct dirent64` in the C headers
+/// has them: d_ino (u64), d_off (s64), d_reclen (u16), d_type (u8), then the name and
+/// its NUL; records are padded to 8 bytes. Read from the C target's constants, which
+/// Swift cannot fold, so a listing takes one copy per call rather than a load per use.
+struct DirentLayout {
+    let inode = Int(CVFS_DIRENT64_INO_OFFSET)
+    let next = Int(CVFS_DIRENT64_OFF_OFFSET)
+    let length = Int(CVFS_DIRENT64_RECLEN_OFFSET)
+    let type = Int(CVFS_DIRENT64_TYPE_OFFSET)
+    let name = Int(CVFS_DIRENT64_NAME_OFFSET)
+
+    /// The shortest record: a one-byte name.
+    var smallest: Int { (name + 2 + 7) & ~7 }
+    /// The longest record: a 255-byte name.
+    var largest: Int { (name + Int(NAME_MAX) + 1 + 7) & ~7 }
+}
+
 extension PassthroughFileSystem {
     /// Size of a thread's getdents64 buffer: many entries per system call, and a
     /// READDIR that stops early re-reads from its cookie next time.
@@ -43,7 +60,7 @@ extension PassthroughFileSystem {
     }
 
     /// The smallest getdents64 buffer that takes any one record: a 255-byte name.
-    static let largestDirentRecord = (19 + 256 + 7) & ~7
+    static let largestDirentRecord = DirentLayout().largest
 
     /// How many bytes of getdents64 records to read for `room` bytes of reply, so that
     /// every record read fits in the reply: a host record is at least 1/7 (READDIRPLUS)
@@ -60,6 +77,7 @@ extension PassthroughFileSystem {
         guard file.inode.isDirectory else { throw Errno.notDirectory }
         guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
         let buffer = try direntBuffer()
+        let dirent = DirentLayout()
         try file.position.withLock { (position) throws(Errno) in
             // Offsets are the host's d_off cookies: stable across calls and concurrent unlinks.
             // Whatever a call reads and does not send is read again from its cookie next time.
@@ -72,7 +90,7 @@ extension PassthroughFileSystem {
             var full = false
             while !full {
                 let chunk = Self.direntChunk(room: sink.remainingBytes, plus: plus, first: added == 0, capacity: buffer.count)
-                if chunk < 24 { return }
+                if chunk < dirent.smallest { return }
                 let filled: Int
                 do throws(Errno) {
                     filled = try Sys.getdents64(file.fd, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<chunk]))
@@ -89,14 +107,14 @@ extension PassthroughFileSystem {
                 }
                 var cursor = 0
                 var lastNext = position
-                while cursor + 19 < filled {
-                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: cursor + 16, as: UInt16.self))
-                    guard recordLength > 19, cursor + recordLength <= filled else { break }
-                    let hostInode = buffer.loadUnaligned(fromByteOffset: cursor, as: UInt64.self)
-                    let next = UInt64(bitPattern: buffer.loadUnaligned(fromByteOffset: cursor + 8, as: Int64.self))
-                    let type = buffer[cursor + 18]
-                    let namePointer = (buffer.baseAddress! + cursor + 19).assumingMemoryBound(to: CChar.self)
-                    let nameLength = strnlen(namePointer, recordLength - 19)
+                while cursor + dirent.name < filled {
+                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: cursor + dirent.length, as: UInt16.self))
+                    guard recordLength > dirent.name, cursor + recordLength <= filled else { break }
+                    let hostInode = buffer.loadUnaligned(fromByteOffset: cursor + dirent.inode, as: UInt64.self)
+                    let next = UInt64(bitPattern: buffer.loadUnaligned(fromByteOffset: cursor + dirent.next, as: Int64.self))
+                    let type = buffer[cursor + dirent.type]
+                    let namePointer = (buffer.baseAddress! + cursor + dirent.name).assumingMemoryBound(to: CChar.self)
+                    let nameLength = strnlen(namePointer, recordLength - dirent.name)
                     let name = FileName(cString: namePointer, count: nameLength)
                     let entry = DirectoryEntry(inode: hostInode, nextOffset: next, type: UInt32(type), name: name)
                     guard sink.fits(nameLength: nameLength) else { full = true; break }

@@ -23,6 +23,14 @@ extern const int CVFS_FALLOC_FL_ZERO_RANGE;
 // d_type u8, name) into buf.
 ssize_t cvfs_getdents64(int fd, void *buf, size_t len);
 
+// Where the fields of one getdents64 record lie: offsetof in glibc's
+// `struct dirent64`, which has the kernel's `struct linux_dirent64` layout.
+extern const size_t CVFS_DIRENT64_INO_OFFSET;
+extern const size_t CVFS_DIRENT64_OFF_OFFSET;
+extern const size_t CVFS_DIRENT64_RECLEN_OFFSET;
+extern const size_t CVFS_DIRENT64_TYPE_OFFSET;
+extern const size_t CVFS_DIRENT64_NAME_OFFSET;
+
 // BSD whole-file lock (the Swift name clashes with `struct flock`).
 int cvfs_flock(int fd, int operation);
 
