@@ -61,22 +61,7 @@ extension PassthroughFileSystem {
             Sys.close(pathFD)
             throw error
         }
-        let entry: Entry
-        let data: InodeData
-        do throws(Errno) {
-            entry = try adopt(pathFD)
-            do throws(Errno) {
-                data = try inode(entry.nodeID)
-            } catch {
-                forget(entry.nodeID, count: 1)
-                throw error
-            }
-        } catch {
-            Sys.close(fd)
-            throw error
-        }
-        let handle = registerHandle(fd: fd, inode: data)
-        return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
+        return try enterOpenedFile(fd: fd, pathFD: pathFD)
     }
 
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
@@ -96,18 +81,32 @@ extension PassthroughFileSystem {
 
     /// Turns a freshly created open file into an entry (with its own O_PATH descriptor) and a handle.
     func finishOpenCreation(fd: Int32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
-        let entry: Entry
+        let pathFD: Int32
         do {
             try applySecurityContext(extras, fd: fd, inode: root)
-            let pathFD = try withProcName(fd) { (name) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, name, CVFS_O_PATH) }
-            entry = try adopt(pathFD)
+            pathFD = try withProcName(fd) { (name) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, name, CVFS_O_PATH) }
         } catch {
             Sys.close(fd)
             throw error
         }
+        return try enterOpenedFile(fd: fd, pathFD: pathFD)
+    }
+
+    /// The end of CREATE and TMPFILE: enters `pathFD`, an O_PATH descriptor of the
+    /// regular file `fd` has open, into the inode table with one lookup, and `fd` into
+    /// the handle table. Takes both descriptors; on failure both are closed and no
+    /// lookup is left behind.
+    func enterOpenedFile(fd: Int32, pathFD: Int32) throws(Errno) -> (Entry, OpenReply) {
+        let entry: Entry
         let data: InodeData
-        do {
-            data = try inode(entry.nodeID)
+        do throws(Errno) {
+            entry = try adopt(pathFD)
+            do throws(Errno) {
+                data = try inode(entry.nodeID)
+            } catch {
+                forget(entry.nodeID, count: 1)
+                throw error
+            }
         } catch {
             Sys.close(fd)
             throw error
