@@ -6,6 +6,8 @@ import FUSE
 import Posix
 
 extension PassthroughFileSystem {
+    /// GETATTR: fstat of the open file when the request names a handle we hold, else a
+    /// stat of the node's descriptor (a symlink is not followed); owners as guest ids.
     public func getattr(_ ctx: RequestContext, node: NodeID, handle: HandleID?) throws(Errno) -> AttributesReply {
         if let handle, let file = handles.withLock({ $0.files[handle] }) {
             return attributesReply(try Sys.fstat(file.fd))
@@ -20,6 +22,13 @@ extension PassthroughFileSystem {
         inodes.isSubmount(node) ? UInt32(FUSE_ATTR_SUBMOUNT) : 0
     }
 
+    /// SETATTR: mode, owner, size and times, in that order, on the open file when a
+    /// handle is given, else on the node (a size only on a regular file). When the request
+    /// asks (killpriv v2), a chmod by a caller other than root outside the file's group
+    /// drops setgid; setuid and setgid go before a truncate as `truncateClearsSetID`
+    /// decides; a renamed
+    /// security.capability goes on chown and truncate. EROFS on a read-only share.
+    /// Replies with the attributes after the change.
     public func setattr(_ ctx: RequestContext, node: NodeID, _ attributes: SetAttributes) throws(Errno) -> AttributesReply {
         try ensureWritable()
         let data = try inode(node)
@@ -95,11 +104,14 @@ extension PassthroughFileSystem {
         }
     }
 
+    /// STATFS: fstatvfs of the filesystem the node is on.
     public func statfs(_ ctx: RequestContext, node: NodeID) throws(Errno) -> statvfs {
         let data = try inode(node)
         return try data.withPathFD { (fd) throws(Errno) -> statvfs in try Sys.fstatvfs(fd) }
     }
 
+    /// ACCESS: faccessat as the caller (AT_EACCESS), so the host kernel decides with mode
+    /// bits, ACLs and read-only mounts; write access on a read-only share is EROFS.
     public func access(_ ctx: RequestContext, node: NodeID, mask: UInt32) throws(Errno) {
         let data = try inode(node)
         let wanted = Int32(bitPattern: mask) & (R_OK | W_OK | X_OK)

@@ -8,6 +8,10 @@ import Posix
 extension PassthroughFileSystem {
     // MARK: - CREATE and TMPFILE
 
+    /// CREATE: opens `name` below the parent with O_CREAT and O_EXCL as the caller, with
+    /// the host mode; a name that exists when the guest did not ask for O_EXCL is opened as
+    /// `openExisting` says. Returns the entry (one lookup) and a handle. EMFILE before the
+    /// daemon's descriptor reserve is touched.
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
         try ensureWritable()
         try checkName(name)
@@ -64,6 +68,9 @@ extension PassthroughFileSystem {
         return try enterOpenedFile(fd: fd, pathFD: pathFD)
     }
 
+    /// TMPFILE: an unnamed file in the parent (O_TMPFILE; a read-only open becomes
+    /// read-write, as O_TMPFILE needs) made as the caller; returns its entry (one lookup)
+    /// and a handle. EMFILE before the daemon's descriptor reserve is touched.
     public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
         try ensureWritable()
         try ensureDescriptorHeadroom()

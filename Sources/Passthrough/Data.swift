@@ -6,6 +6,8 @@ import FUSE
 import Posix
 
 extension PassthroughFileSystem {
+    /// READ: preadv from the handle's descriptor straight into the writer's buffers (no
+    /// copy), at most `size` and what the writer can take; the bytes read, 0 at the end.
     public func read<W: FuseWriter>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, into writer: inout W) throws(Errno) -> Int {
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
@@ -19,6 +21,9 @@ extension PassthroughFileSystem {
         return result
     }
 
+    /// WRITE: pwritev from the reader's buffers into the handle's descriptor. With
+    /// `killSuidGid`, setuid and setgid go first; a renamed security.capability goes after.
+    /// The bytes written; EFBIG when the range passes the largest file offset.
     public func write<R: FuseReader>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, size: UInt32, flags: UInt32, killSuidGid: Bool, from reader: inout R) throws(Errno) -> Int {
         try ensureWritable()
         let file = try openFile(handle)
@@ -35,16 +40,20 @@ extension PassthroughFileSystem {
         return written
     }
 
+    /// FLUSH: only checks the handle. Locks are open-file-description locks, which go
+    /// with the handle at RELEASE, not with each close(2) in the guest.
     public func flush(_ ctx: RequestContext, node: NodeID, handle: HandleID, lockOwner: UInt64) throws(Errno) {
         // Locks are open-file-description locks, released with the handle, not per close(2).
         _ = try openFile(handle)
     }
 
+    /// FSYNC: fsync, or fdatasync with `datasync`, of the handle's descriptor.
     public func fsync(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
         let file = try openFile(handle)
         if datasync { try Sys.fdatasync(file.fd) } else { try Sys.fsync(file.fd) }
     }
 
+    /// FSYNCDIR: as FSYNC, on a directory handle.
     public func fsyncdir(_ ctx: RequestContext, node: NodeID, handle: HandleID, datasync: Bool) throws(Errno) {
         try fsync(ctx, node: node, handle: handle, datasync: datasync)
     }
@@ -60,6 +69,8 @@ extension PassthroughFileSystem {
         for fd in mounts { try Sys.syncfs(fd) }
     }
 
+    /// FALLOCATE: fallocate(2) on the handle's descriptor with the guest's mode bits; the
+    /// host filesystem refuses the modes it lacks.
     public func fallocate(_ ctx: RequestContext, node: NodeID, handle: HandleID, mode: UInt32, offset: UInt64, length: UInt64) throws(Errno) {
         try ensureWritable()
         let file = try openFile(handle)
@@ -67,6 +78,8 @@ extension PassthroughFileSystem {
         try Sys.fallocate(file.fd, mode: Int32(bitPattern: mode), offset: Int64(offset), length: Int64(length))
     }
 
+    /// LSEEK: lseek on the handle's descriptor (SEEK_DATA and SEEK_HOLE included); the
+    /// new position.
     public func lseek(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, whence: UInt32) throws(Errno) -> UInt64 {
         let file = try openFile(handle)
         guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
@@ -74,6 +87,8 @@ extension PassthroughFileSystem {
         return UInt64(max(0, position))
     }
 
+    /// COPY_FILE_RANGE: copy_file_range between two handles' descriptors, on the host;
+    /// the bytes copied, which may be fewer than `length`.
     public func copyFileRange(_ ctx: RequestContext, nodeIn: NodeID, handleIn: HandleID, offsetIn: UInt64,
                               nodeOut: NodeID, handleOut: HandleID, offsetOut: UInt64, length: UInt64, flags: UInt64) throws(Errno) -> Int {
         try ensureWritable()

@@ -46,6 +46,8 @@ extension PassthroughFileSystem {
 
     // MARK: - Directories
 
+    /// OPENDIR: opens the directory node for reading through /proc/self/fd and returns a
+    /// handle; nothing is listed until READDIR. EMFILE before the daemon's reserve is touched.
     public func opendir(_ ctx: RequestContext, node: NodeID, flags: UInt32) throws(Errno) -> OpenReply {
         let data = try inode(node)
         guard data.isDirectory else { throw Errno.notDirectory }
@@ -55,6 +57,7 @@ extension PassthroughFileSystem {
         return OpenReply(handle: handle, flags: openReplyFlags(directory: true))
     }
 
+    /// RELEASEDIR: drops the handle; its descriptor closes once no READDIR uses it.
     public func releasedir(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32) throws(Errno) {
         _ = handles.withLock { $0.files.removeValue(forKey: handle) }
     }
@@ -72,6 +75,9 @@ extension PassthroughFileSystem {
         return min(capacity, first ? max(fitting, largestDirentRecord) : fitting)
     }
 
+    /// READDIR and READDIRPLUS: lists from the host's d_off cookie `offset`, reading no
+    /// more records than the reply has room for. With `plus` every entry but "." and ".."
+    /// is looked up (one lookup each, given back when the entry does not fit).
     public func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno) {
         let file = try openFile(handle)
         guard file.inode.isDirectory else { throw Errno.notDirectory }

@@ -8,6 +8,10 @@ import Posix
 extension PassthroughFileSystem {
     // MARK: - Lookup and forget
 
+    /// LOOKUP: resolves `name` as one component below the parent's descriptor, never
+    /// following a symlink, and takes one lookup on the node (a new node for a file the
+    /// table does not hold). "." is the parent itself; ".." of the shared directory is the
+    /// shared directory, and a parent the host moved out of the share is ENOENT.
     public func lookup(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) -> Entry {
         let directory = try inode(parent)
         if name.count > 0 && name.isDotOrDotDot {
@@ -66,6 +70,8 @@ extension PassthroughFileSystem {
         return false
     }
 
+    /// FORGET: drops `count` lookups; at zero the node leaves the table and its descriptor
+    /// closes once no running request holds it. The root and unknown ids are left alone.
     public func forget(_ node: NodeID, count: UInt64) {
         let dropped = inodes.forget(node, count: count)
         _ = dropped // released here, outside the lock
@@ -149,6 +155,8 @@ extension PassthroughFileSystem {
 
     // MARK: - Making, linking and removing names
 
+    /// SYMLINK: made below the parent's descriptor as the caller (fsuid, fsgid, the
+    /// supplementary group the guest sent), then looked up (one lookup) and labelled.
     public func symlink(_ ctx: RequestContext, target: FileName, parent: NodeID, name: FileName, extras: CreateExtras) throws(Errno) -> Entry {
         try ensureWritable()
         try checkName(name)
@@ -163,12 +171,17 @@ extension PassthroughFileSystem {
         return try finishCreation(directory, name, extras: extras)
     }
 
+    /// MKNOD: as MKDIR, with `rdev`. The backend never opens the FIFO, socket or
+    /// device node it makes (`reopen` refuses them).
     public func mknod(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, rdev: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
         try makeNode(ctx, parent: parent, name: name, mode: mode, extras: extras) { (fd, hostMode) throws(Errno) in
             try Sys.mknodat(fd, name.cString, hostMode, dev_t(rdev))
         }
     }
 
+    /// MKDIR: made as the caller with the host mode (`creationMode`: the umask applied
+    /// here under DONT_MASK unless the parent has a default ACL), then looked up (one
+    /// lookup) and labelled. EMFILE before the daemon's descriptor reserve is touched.
     public func mkdir(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, extras: CreateExtras) throws(Errno) -> Entry {
         try makeNode(ctx, parent: parent, name: name, mode: mode, extras: extras) { (fd, hostMode) throws(Errno) in
             try Sys.mkdirat(fd, name.cString, hostMode)
@@ -192,18 +205,23 @@ extension PassthroughFileSystem {
         return try finishCreation(directory, name, extras: extras)
     }
 
+    /// UNLINK: removes `name` below the parent's descriptor. A node the guest still
+    /// knows stays in the table until it is forgotten.
     public func unlink(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
         try ensureWritable()
         try checkName(name)
         try inode(parent).withPathFD { (fd) throws(Errno) in try Sys.unlinkat(fd, name.cString, flags: 0) }
     }
 
+    /// RMDIR: as UNLINK, for a directory.
     public func rmdir(_ ctx: RequestContext, parent: NodeID, name: FileName) throws(Errno) {
         try ensureWritable()
         try checkName(name)
         try inode(parent).withPathFD { (fd) throws(Errno) in try Sys.unlinkat(fd, name.cString, flags: CVFS_AT_REMOVEDIR) }
     }
 
+    /// RENAME and RENAME2: renameat2 between the two parents' descriptors; flags other
+    /// than NOREPLACE, EXCHANGE and WHITEOUT are EINVAL.
     public func rename(_ ctx: RequestContext, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
         try ensureWritable()
         try checkName(name)
@@ -220,6 +238,8 @@ extension PassthroughFileSystem {
         }
     }
 
+    /// LINK: a hard link to the node made from its own descriptor (a directory is EPERM),
+    /// then looked up below the new parent: one more lookup on the same node.
     public func link(_ ctx: RequestContext, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
         try ensureWritable()
         try checkName(newName)
@@ -234,6 +254,8 @@ extension PassthroughFileSystem {
         return try lookupChild(directory, newName.cString)
     }
 
+    /// READLINK: the symlink's target read from its descriptor into `buffer` (truncated
+    /// to fit, as readlink(2) does); EINVAL for a node that is not a symlink.
     public func readlink(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         let data = try inode(node)
         guard data.isSymlink else { throw Errno.invalidArgument }

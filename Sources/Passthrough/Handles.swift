@@ -52,6 +52,10 @@ extension PassthroughFileSystem {
         return handles.withLock { $0.insert(file) }
     }
 
+    /// OPEN: reopens the node through /proc/self/fd with the host open flags
+    /// (`hostOpenFlags`); a symlink is ELOOP and a special file EPERM, so neither is ever
+    /// followed nor opened. Writing or O_TRUNC on a read-only share is EROFS, and EMFILE
+    /// comes before the daemon's descriptor reserve is touched. Returns a handle.
     public func open(_ ctx: RequestContext, node: NodeID, flags: UInt32, killSuidGid: Bool) throws(Errno) -> OpenReply {
         let data = try inode(node)
         let hostFlags = hostOpenFlags(flags)
@@ -63,6 +67,8 @@ extension PassthroughFileSystem {
         return OpenReply(handle: handle, flags: openReplyFlags(directory: data.isDirectory))
     }
 
+    /// RELEASE: drops the handle (its descriptor, and with it its OFD locks, goes once no
+    /// request uses it), cancels the lock waits parked on it and, if asked, unlocks its flock.
     public func release(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32, lockOwner: UInt64?, flush: Bool, flockRelease: Bool) throws(Errno) {
         // Closing the last descriptor of the open file description drops its OFD and flock locks.
         let file = handles.withLock { $0.files.removeValue(forKey: handle) }

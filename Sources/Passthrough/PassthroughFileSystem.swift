@@ -42,6 +42,9 @@ public final class PassthroughFileSystem: FileSystem {
     /// The host name `security.capability` is stored under when the rules rename it (NUL-terminated).
     let remappedCapabilityName: [CChar]?
 
+    /// Opens the shared directory (as O_PATH) and, unless the configuration gives one,
+    /// /proc/self/fd; probes openat2; sets the process umask to 0, since the guest's modes
+    /// arrive with its umask applied. Throws the errno of the step that failed.
     public convenience init(configuration: PassthroughConfiguration, logger: Logger) throws(Errno) {
         try self.init(configuration: configuration, logger: logger, xattrNames: configuration.xattrMap)
     }
@@ -187,6 +190,10 @@ public final class PassthroughFileSystem: FileSystem {
 extension PassthroughFileSystem {
     // MARK: - Session
 
+    /// INIT: offers the flags always supported plus those the configuration allows
+    /// (locks, writeback, READDIRPLUS, submounts, killpriv v2, xattrs and ACLs, security
+    /// labels, symlink caching, mmap under direct I/O) and keeps the part the kernel can
+    /// do; later requests read it through `isNegotiated`.
     public func initialize(capable: InitFlags) throws(Errno) -> InitFlags {
         var wanted: InitFlags = [.asyncRead, .atomicOTrunc, .exportSupport, .bigWrites, .autoInvalData,
                                  .asyncDIO, .parallelDirops, .maxPages, .createSuppGroup]
@@ -206,6 +213,8 @@ extension PassthroughFileSystem {
         return chosen
     }
 
+    /// DESTROY: cancels every parked lock wait, drops every open file and directory and
+    /// every node but the root, whose lookup count stays; descriptors close outside the locks.
     public func destroy() {
         lockWaits.cancelAll()
         // Release outside the locks: dropping the last reference closes descriptors.

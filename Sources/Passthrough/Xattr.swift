@@ -63,6 +63,10 @@ extension PassthroughFileSystem {
         }
     }
 
+    /// SETXATTR: sets the host name the xattr map gives (f*xattr on a regular file or
+    /// directory, the /proc/self/fd path otherwise); ACL values carry host ids. An access
+    /// ACL set with FUSE_SETXATTR_ACL_KILL_SGID drops setgid when the caller is not root
+    /// and is outside the file's group. ENOSYS when xattrs are off, EROFS on a read-only share.
     public func setxattr(_ ctx: RequestContext, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: UInt32, extFlags: UInt32) throws(Errno) {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
@@ -103,6 +107,8 @@ extension PassthroughFileSystem {
         }
     }
 
+    /// GETXATTR: the value under the mapped host name; a zero-sized buffer asks for the
+    /// size. ACL values come back with guest ids.
     public func getxattr(_ ctx: RequestContext, node: NodeID, name: FileName, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         if name.bytes.contains(0) { throw Errno.invalidArgument }
@@ -120,6 +126,8 @@ extension PassthroughFileSystem {
         return size
     }
 
+    /// LISTXATTR: the host's names, filtered and renamed by the xattr map when there is
+    /// one (sizes are of what the guest gets); a zero-sized buffer asks for the size.
     public func listxattr(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         let data = try inode(node)
@@ -170,6 +178,7 @@ extension PassthroughFileSystem {
         return guestList.count
     }
 
+    /// REMOVEXATTR: removes the mapped host name. EROFS on a read-only share.
     public func removexattr(_ ctx: RequestContext, node: NodeID, name: FileName) throws(Errno) {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
