@@ -13,19 +13,19 @@ private let direntBufferKey: pthread_key_t? = try? Sys.threadKeyCreate(destructo
 
 /// Where the fields of a getdents64 record lie, as `struct dirent64` in the C headers
 /// has them: d_ino (u64), d_off (s64), d_reclen (u16), d_type (u8), then the name and
-/// its NUL; records are padded to 8 bytes. Read from the C target's constants, which
-/// Swift cannot fold, so a listing takes one copy per call rather than a load per use.
-struct DirentLayout {
-    let inode = Int(CVFS_DIRENT64_INO_OFFSET)
-    let next = Int(CVFS_DIRENT64_OFF_OFFSET)
-    let length = Int(CVFS_DIRENT64_RECLEN_OFFSET)
-    let type = Int(CVFS_DIRENT64_TYPE_OFFSET)
-    let name = Int(CVFS_DIRENT64_NAME_OFFSET)
+/// its NUL; records are padded to 8 bytes. The C target's constants are compile-time
+/// values and these are computed, not stored, so the record parser uses immediates.
+enum DirentLayout {
+    static var inode: Int { Int(CVFS_DIRENT64_INO_OFFSET) }
+    static var next: Int { Int(CVFS_DIRENT64_OFF_OFFSET) }
+    static var length: Int { Int(CVFS_DIRENT64_RECLEN_OFFSET) }
+    static var type: Int { Int(CVFS_DIRENT64_TYPE_OFFSET) }
+    static var name: Int { Int(CVFS_DIRENT64_NAME_OFFSET) }
 
     /// The shortest record: a one-byte name.
-    var smallest: Int { (name + 2 + 7) & ~7 }
+    static var smallest: Int { (name + 2 + 7) & ~7 }
     /// The longest record: a 255-byte name.
-    var largest: Int { (name + Int(NAME_MAX) + 1 + 7) & ~7 }
+    static var largest: Int { (name + Int(NAME_MAX) + 1 + 7) & ~7 }
 }
 
 extension PassthroughFileSystem {
@@ -63,7 +63,7 @@ extension PassthroughFileSystem {
     }
 
     /// The smallest getdents64 buffer that takes any one record: a 255-byte name.
-    static let largestDirentRecord = DirentLayout().largest
+    static var largestDirentRecord: Int { DirentLayout.largest }
 
     /// How many bytes of getdents64 records to read for `room` bytes of reply, so that
     /// every record read fits in the reply: a host record is at least 1/7 (READDIRPLUS)
@@ -83,7 +83,6 @@ extension PassthroughFileSystem {
         guard file.inode.isDirectory else { throw Errno.notDirectory }
         guard offset <= UInt64(Int64.max) else { throw Errno.invalidArgument }
         let buffer = try direntBuffer()
-        let dirent = DirentLayout()
         try file.position.withLock { (position) throws(Errno) in
             // Offsets are the host's d_off cookies: stable across calls and concurrent unlinks.
             // Whatever a call reads and does not send is read again from its cookie next time.
@@ -96,7 +95,7 @@ extension PassthroughFileSystem {
             var full = false
             while !full {
                 let chunk = Self.direntChunk(room: sink.remainingBytes, plus: plus, first: added == 0, capacity: buffer.count)
-                if chunk < dirent.smallest { return }
+                if chunk < DirentLayout.smallest { return }
                 let filled: Int
                 do throws(Errno) {
                     filled = try Sys.getdents64(file.fd, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<chunk]))
@@ -113,14 +112,14 @@ extension PassthroughFileSystem {
                 }
                 var cursor = 0
                 var lastNext = position
-                while cursor + dirent.name < filled {
-                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: cursor + dirent.length, as: UInt16.self))
-                    guard recordLength > dirent.name, cursor + recordLength <= filled else { break }
-                    let hostInode = buffer.loadUnaligned(fromByteOffset: cursor + dirent.inode, as: UInt64.self)
-                    let next = UInt64(bitPattern: buffer.loadUnaligned(fromByteOffset: cursor + dirent.next, as: Int64.self))
-                    let type = buffer[cursor + dirent.type]
-                    let namePointer = (buffer.baseAddress! + cursor + dirent.name).assumingMemoryBound(to: CChar.self)
-                    let nameLength = strnlen(namePointer, recordLength - dirent.name)
+                while cursor + DirentLayout.name < filled {
+                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.length, as: UInt16.self))
+                    guard recordLength > DirentLayout.name, cursor + recordLength <= filled else { break }
+                    let hostInode = buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.inode, as: UInt64.self)
+                    let next = UInt64(bitPattern: buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.next, as: Int64.self))
+                    let type = buffer[cursor + DirentLayout.type]
+                    let namePointer = (buffer.baseAddress! + cursor + DirentLayout.name).assumingMemoryBound(to: CChar.self)
+                    let nameLength = strnlen(namePointer, recordLength - DirentLayout.name)
                     let name = FileName(cString: namePointer, count: nameLength)
                     let entry = DirectoryEntry(inode: hostInode, nextOffset: next, type: UInt32(type), name: name)
                     guard sink.fits(nameLength: nameLength) else { full = true; break }

@@ -9,15 +9,14 @@ import Posix
 final class DirentLayoutTests: PassthroughTestCase {
     func testRecordFieldsSitWhereTheKernelABIPutsThem() {
         // struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[].
-        let dirent = DirentLayout()
-        XCTAssertEqual(dirent.inode, 0)
-        XCTAssertEqual(dirent.next, 8)
-        XCTAssertEqual(dirent.length, 16)
-        XCTAssertEqual(dirent.type, 18)
-        XCTAssertEqual(dirent.name, 19)
-        XCTAssertEqual(dirent.smallest, 24, "8 + 8 + 2 + 1 + a one-byte name and its NUL, padded to 8")
-        XCTAssertEqual(dirent.largest, 280, "a 255-byte name and its NUL, padded to 8")
-        XCTAssertEqual(PassthroughFileSystem.largestDirentRecord, dirent.largest)
+        XCTAssertEqual(DirentLayout.inode, 0)
+        XCTAssertEqual(DirentLayout.next, 8)
+        XCTAssertEqual(DirentLayout.length, 16)
+        XCTAssertEqual(DirentLayout.type, 18)
+        XCTAssertEqual(DirentLayout.name, 19)
+        XCTAssertEqual(DirentLayout.smallest, 24, "8 + 8 + 2 + 1 + a one-byte name and its NUL, padded to 8")
+        XCTAssertEqual(DirentLayout.largest, 280, "a 255-byte name and its NUL, padded to 8")
+        XCTAssertEqual(PassthroughFileSystem.largestDirentRecord, DirentLayout.largest)
     }
 
     func testLayoutReadsTheRecordsTheKernelWrites() throws {
@@ -35,7 +34,6 @@ final class DirentLayoutTests: PassthroughTestCase {
         defer { close(fd) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
         defer { buffer.deallocate() }
-        let dirent = DirentLayout()
         var found: [String: (UInt64, UInt8)] = [:]
         var lastNext: Int64 = 0
         while true {
@@ -43,15 +41,15 @@ final class DirentLayoutTests: PassthroughTestCase {
             if filled == 0 { break }
             var cursor = 0
             while cursor < filled {
-                let length = Int(buffer.loadUnaligned(fromByteOffset: cursor + dirent.length, as: UInt16.self))
-                XCTAssertGreaterThanOrEqual(length, dirent.smallest)
-                XCTAssertLessThanOrEqual(length, dirent.largest)
+                let length = Int(buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.length, as: UInt16.self))
+                XCTAssertGreaterThanOrEqual(length, DirentLayout.smallest)
+                XCTAssertLessThanOrEqual(length, DirentLayout.largest)
                 XCTAssertEqual(length % 8, 0)
-                let bytes = UnsafeRawBufferPointer(rebasing: buffer[(cursor + dirent.name)..<(cursor + length)])
+                let bytes = UnsafeRawBufferPointer(rebasing: buffer[(cursor + DirentLayout.name)..<(cursor + length)])
                 let name = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-                found[name] = (buffer.loadUnaligned(fromByteOffset: cursor + dirent.inode, as: UInt64.self),
-                               buffer[cursor + dirent.type])
-                lastNext = buffer.loadUnaligned(fromByteOffset: cursor + dirent.next, as: Int64.self)
+                found[name] = (buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.inode, as: UInt64.self),
+                               buffer[cursor + DirentLayout.type])
+                lastNext = buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.next, as: Int64.self)
                 cursor += length
             }
             XCTAssertEqual(cursor, filled, "records end exactly at the end of what was read")
