@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "cvfs_passthrough.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
@@ -19,6 +20,11 @@ const int CVFS_CLONE_FS = CLONE_FS;
 const uint64_t CVFS_RESOLVE_BENEATH = RESOLVE_BENEATH;
 const uint64_t CVFS_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
 const int CVFS_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
+_Static_assert(CVFS_DIRENT64_INO_OFFSET == offsetof(struct dirent64, d_ino), "d_ino");
+_Static_assert(CVFS_DIRENT64_OFF_OFFSET == offsetof(struct dirent64, d_off), "d_off");
+_Static_assert(CVFS_DIRENT64_RECLEN_OFFSET == offsetof(struct dirent64, d_reclen), "d_reclen");
+_Static_assert(CVFS_DIRENT64_TYPE_OFFSET == offsetof(struct dirent64, d_type), "d_type");
+_Static_assert(CVFS_DIRENT64_NAME_OFFSET == offsetof(struct dirent64, d_name), "d_name");
 
 ssize_t cvfs_getdents64(int fd, void *buf, size_t len) {
     return (ssize_t)syscall(SYS_getdents64, fd, buf, len);

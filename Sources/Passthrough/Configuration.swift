@@ -19,6 +19,7 @@ public struct PassthroughConfiguration: Sendable {
     /// Most SETLKW requests parked at once (ENOLCK beyond); smaller in tests.
     var maxLockWaits = LockWaits.defaultLimit
 
+    /// Shares `root` with the daemon's defaults.
     public init(root: String, procSelfFD: Int32? = nil) {
         self.root = root
         self.procSelfFD = procSelfFD

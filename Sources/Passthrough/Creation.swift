@@ -8,6 +8,10 @@ import Posix
 extension PassthroughFileSystem {
     // MARK: - CREATE and TMPFILE
 
+    /// CREATE: opens `name` below the parent with O_CREAT and O_EXCL as the caller, with
+    /// the host mode; a name that exists when the guest did not ask for O_EXCL is opened as
+    /// `openExisting` says. Returns the entry (one lookup) and a handle. EMFILE before the
+    /// daemon's descriptor reserve is touched.
     public func create(_ ctx: RequestContext, parent: NodeID, name: FileName, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
         try ensureWritable()
         try checkName(name)
@@ -61,6 +65,45 @@ extension PassthroughFileSystem {
             Sys.close(pathFD)
             throw error
         }
+        return try enterOpenedFile(fd: fd, pathFD: pathFD)
+    }
+
+    /// TMPFILE: an unnamed file in the parent (O_TMPFILE; a read-only open becomes
+    /// read-write, as O_TMPFILE needs) made as the caller; returns its entry (one lookup)
+    /// and a handle. EMFILE before the daemon's descriptor reserve is touched.
+    public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        try ensureWritable()
+        try ensureDescriptorHeadroom()
+        let directory = try inode(parent)
+        let hostMode = creationMode(mode, parent: directory, extras: extras)
+        var hostFlags = hostOpenFlags(flags) | CVFS_O_TMPFILE
+        if hostFlags & O_ACCMODE == O_RDONLY { hostFlags |= O_RDWR } // O_TMPFILE needs write access
+        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
+            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
+                try Sys.openat(pfd, ".", hostFlags, hostMode)
+            }
+        }
+        return try finishOpenCreation(fd: fd, extras: extras)
+    }
+
+    /// Turns a freshly created open file into an entry (with its own O_PATH descriptor) and a handle.
+    func finishOpenCreation(fd: Int32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
+        let pathFD: Int32
+        do {
+            try applySecurityContext(extras, fd: fd, inode: root)
+            pathFD = try withProcName(fd) { (name) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, name, CVFS_O_PATH) }
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        return try enterOpenedFile(fd: fd, pathFD: pathFD)
+    }
+
+    /// The end of CREATE and TMPFILE: enters `pathFD`, an O_PATH descriptor of the
+    /// regular file `fd` has open, into the inode table with one lookup, and `fd` into
+    /// the handle table. Takes both descriptors; on failure both are closed and no
+    /// lookup is left behind.
+    func enterOpenedFile(fd: Int32, pathFD: Int32) throws(Errno) -> (Entry, OpenReply) {
         let entry: Entry
         let data: InodeData
         do throws(Errno) {
@@ -79,41 +122,49 @@ extension PassthroughFileSystem {
         return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
     }
 
-    public func tmpfile(_ ctx: RequestContext, parent: NodeID, mode: UInt32, flags: UInt32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
-        try ensureWritable()
-        try ensureDescriptorHeadroom()
-        let directory = try inode(parent)
-        let hostMode = creationMode(mode, parent: directory, extras: extras)
-        var hostFlags = hostOpenFlags(flags) | CVFS_O_TMPFILE
-        if hostFlags & O_ACCMODE == O_RDONLY { hostFlags |= O_RDWR } // O_TMPFILE needs write access
-        let fd = try directory.withPathFD { (pfd) throws(Errno) -> Int32 in
-            try credentials.run(ctx, supplementaryGroup: extras.supplementaryGroup) { () throws(Errno) -> Int32 in
-                try Sys.openat(pfd, ".", hostFlags, hostMode)
-            }
-        }
-        return try finishOpenCreation(fd: fd, extras: extras)
+    // MARK: - Mode and security label of a new node
+
+    /// The mode a creation request should use on the host.
+    func creationMode(_ mode: UInt32, parent: InodeData, extras: CreateExtras) -> mode_t {
+        guard isNegotiated(.dontMask) else { return mode }
+        // With POSIX ACLs the kernel left the umask to us; a default ACL on the parent replaces it.
+        if configuration.posixACL, parentHasDefaultACL(parent) { return mode }
+        return mode & ~(extras.umask & 0o777)
     }
 
-    /// Turns a freshly created open file into an entry (with its own O_PATH descriptor) and a handle.
-    func finishOpenCreation(fd: Int32, extras: CreateExtras) throws(Errno) -> (Entry, OpenReply) {
-        let entry: Entry
+    func parentHasDefaultACL(_ parent: InodeData) -> Bool {
+        let size = try? withIOFD(parent, flags: O_RDONLY | O_DIRECTORY) { (fd) throws(Errno) -> Int in
+            try Sys.fgetxattr(fd, "system.posix_acl_default", nil)
+        }
+        return (size ?? 0) > 0
+    }
+
+    /// Sets the security context the guest sent on a node just created, before the entry is returned.
+    /// Window: the node is visible on the host between its creation and this call.
+    func applySecurityContext(_ extras: CreateExtras, fd: Int32?, inode: InodeData) throws(Errno) {
+        guard configuration.securityLabel, let name = extras.securityContextName,
+              let value = extras.securityContextValue else { return }
+        if let fd {
+            try Sys.fsetxattr(fd, name.cString, value, flags: 0)
+            return
+        }
+        try withXattrTarget(inode, fd: { (fd) throws(Errno) in
+            try Sys.fsetxattr(fd, name.cString, value, flags: 0)
+        }, path: { (path) throws(Errno) in
+            try Sys.setxattr(path, name.cString, value, flags: 0)
+        })
+    }
+
+    /// After a creation: looks the new name up and labels it.
+    func finishCreation(_ parent: InodeData, _ name: FileName, extras: CreateExtras) throws(Errno) -> Entry {
+        let entry = try lookupChild(parent, name.cString)
         do {
-            try applySecurityContext(extras, fd: fd, inode: root)
-            let pathFD = try withProcName(fd) { (name) throws(Errno) -> Int32 in try Sys.openat(procSelfFD, name, CVFS_O_PATH) }
-            entry = try adopt(pathFD)
+            try applySecurityContext(extras, fd: nil, inode: try inode(entry.nodeID))
         } catch {
-            Sys.close(fd)
+            forget(entry.nodeID, count: 1)
             throw error
         }
-        let data: InodeData
-        do {
-            data = try inode(entry.nodeID)
-        } catch {
-            Sys.close(fd)
-            throw error
-        }
-        let handle = registerHandle(fd: fd, inode: data)
-        return (entry, OpenReply(handle: handle, flags: openReplyFlags(directory: false)))
+        return entry
     }
 
     // MARK: - Setuid and setgid on write and truncate

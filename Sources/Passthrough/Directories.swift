@@ -11,6 +11,23 @@ import Synchronization
 /// plus the pool) times `direntBufferSize`, whatever the guest opens.
 private let direntBufferKey: pthread_key_t? = try? Sys.threadKeyCreate(destructor: { $0?.deallocate() })
 
+/// Where the fields of a getdents64 record lie, as `struct dirent64` in the C headers
+/// has them: d_ino (u64), d_off (s64), d_reclen (u16), d_type (u8), then the name and
+/// its NUL; records are padded to 8 bytes. The C target's constants are compile-time
+/// values and these are computed, not stored, so the record parser uses immediates.
+enum DirentLayout {
+    static var inode: Int { Int(CVFS_DIRENT64_INO_OFFSET) }
+    static var next: Int { Int(CVFS_DIRENT64_OFF_OFFSET) }
+    static var length: Int { Int(CVFS_DIRENT64_RECLEN_OFFSET) }
+    static var type: Int { Int(CVFS_DIRENT64_TYPE_OFFSET) }
+    static var name: Int { Int(CVFS_DIRENT64_NAME_OFFSET) }
+
+    /// The shortest record: a one-byte name.
+    static var smallest: Int { (name + 2 + 7) & ~7 }
+    /// The longest record: a 255-byte name.
+    static var largest: Int { (name + Int(NAME_MAX) + 1 + 7) & ~7 }
+}
+
 extension PassthroughFileSystem {
     /// Size of a thread's getdents64 buffer: many entries per system call, and a
     /// READDIR that stops early re-reads from its cookie next time.
@@ -29,6 +46,8 @@ extension PassthroughFileSystem {
 
     // MARK: - Directories
 
+    /// OPENDIR: opens the directory node for reading through /proc/self/fd and returns a
+    /// handle; nothing is listed until READDIR. EMFILE before the daemon's reserve is touched.
     public func opendir(_ ctx: RequestContext, node: NodeID, flags: UInt32) throws(Errno) -> OpenReply {
         let data = try inode(node)
         guard data.isDirectory else { throw Errno.notDirectory }
@@ -38,12 +57,13 @@ extension PassthroughFileSystem {
         return OpenReply(handle: handle, flags: openReplyFlags(directory: true))
     }
 
+    /// RELEASEDIR: drops the handle; its descriptor closes once no READDIR uses it.
     public func releasedir(_ ctx: RequestContext, node: NodeID, handle: HandleID, flags: UInt32) throws(Errno) {
         _ = handles.withLock { $0.files.removeValue(forKey: handle) }
     }
 
     /// The smallest getdents64 buffer that takes any one record: a 255-byte name.
-    static let largestDirentRecord = (19 + 256 + 7) & ~7
+    static var largestDirentRecord: Int { DirentLayout.largest }
 
     /// How many bytes of getdents64 records to read for `room` bytes of reply, so that
     /// every record read fits in the reply: a host record is at least 1/7 (READDIRPLUS)
@@ -55,6 +75,9 @@ extension PassthroughFileSystem {
         return min(capacity, first ? max(fitting, largestDirentRecord) : fitting)
     }
 
+    /// READDIR and READDIRPLUS: lists from the host's d_off cookie `offset`, reading no
+    /// more records than the reply has room for. With `plus` every entry but "." and ".."
+    /// is looked up (one lookup each, given back when the entry does not fit).
     public func readdir<S: DirectorySink>(_ ctx: RequestContext, node: NodeID, handle: HandleID, offset: UInt64, plus: Bool, into sink: inout S) throws(Errno) {
         let file = try openFile(handle)
         guard file.inode.isDirectory else { throw Errno.notDirectory }
@@ -72,7 +95,7 @@ extension PassthroughFileSystem {
             var full = false
             while !full {
                 let chunk = Self.direntChunk(room: sink.remainingBytes, plus: plus, first: added == 0, capacity: buffer.count)
-                if chunk < 24 { return }
+                if chunk < DirentLayout.smallest { return }
                 let filled: Int
                 do throws(Errno) {
                     filled = try Sys.getdents64(file.fd, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<chunk]))
@@ -93,14 +116,14 @@ extension PassthroughFileSystem {
                 }
                 var cursor = 0
                 var lastNext = position
-                while cursor + 19 < filled {
-                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: cursor + 16, as: UInt16.self))
-                    guard recordLength > 19, cursor + recordLength <= filled else { break }
-                    let hostInode = buffer.loadUnaligned(fromByteOffset: cursor, as: UInt64.self)
-                    let next = UInt64(bitPattern: buffer.loadUnaligned(fromByteOffset: cursor + 8, as: Int64.self))
-                    let type = buffer[cursor + 18]
-                    let namePointer = (buffer.baseAddress! + cursor + 19).assumingMemoryBound(to: CChar.self)
-                    let nameLength = strnlen(namePointer, recordLength - 19)
+                while cursor + DirentLayout.name < filled {
+                    let recordLength = Int(buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.length, as: UInt16.self))
+                    guard recordLength > DirentLayout.name, cursor + recordLength <= filled else { break }
+                    let hostInode = buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.inode, as: UInt64.self)
+                    let next = UInt64(bitPattern: buffer.loadUnaligned(fromByteOffset: cursor + DirentLayout.next, as: Int64.self))
+                    let type = buffer[cursor + DirentLayout.type]
+                    let namePointer = (buffer.baseAddress! + cursor + DirentLayout.name).assumingMemoryBound(to: CChar.self)
+                    let nameLength = strnlen(namePointer, recordLength - DirentLayout.name)
                     let name = FileName(cString: namePointer, count: nameLength)
                     let entry = DirectoryEntry(inode: hostInode, nextOffset: next, type: UInt32(type), name: name)
                     guard sink.fits(nameLength: nameLength) else { full = true; break }

@@ -275,37 +275,127 @@ final class InodeStore: Sendable {
     }
 }
 
-/// An open file or directory. A directory handle holds no listing buffer: READDIR
-/// seeks to the guest's offset and reads into its thread's buffer, so a guest that
-/// opens many directories costs one descriptor each, nothing more.
-final class OpenFile: Sendable {
-    let fd: Int32
-    let inode: InodeData
-    /// Serialises seek+getdents on a directory handle, and holds where the host
-    /// descriptor stands (the d_off the next getdents64 starts from; `unknownPosition`
-    /// when it must seek). A READDIR that continues from there needs no lseek, which on
-    /// some filesystems (ext4 hashed directories) throws away their listing state.
-    let position = Mutex<UInt64>(0)
-    static let unknownPosition = UInt64.max
+// MARK: - The backend's side of the store
 
-    init(fd: Int32, inode: InodeData) {
-        self.fd = fd
-        self.inode = inode
+extension PassthroughFileSystem {
+    /// The file of node `id`; EBADF for a node the table does not hold.
+    func inode(_ id: NodeID) throws(Errno) -> InodeData {
+        guard let data = inodes.data(id) else { throw Errno.badFileDescriptor }
+        return data
     }
 
-    deinit {
-        Sys.close(fd)
+    /// Enters an O_PATH descriptor into the table (taking ownership of it) with one lookup.
+    func adopt(_ fd: Int32) throws(Errno) -> Entry {
+        try adoptKeyed(fd).0
     }
-}
 
-struct HandleTable {
-    var files: [HandleID: OpenFile] = [:]
-    var nextID: HandleID = 1
+    func adoptKeyed(_ fd: Int32) throws(Errno) -> (Entry, InodeKey) {
+        let identity: (stat, UInt64)
+        do {
+            identity = try Sys.statxIdentity(fd, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        let attributes = identity.0
+        let key = InodeKey(attributes, mountID: identity.1)
+        dropIfReused(key, fd: fd)
+        if let id = inodes.reference(key) {
+            Sys.close(fd)
+            return (makeEntry(id, attributes), key)
+        }
+        let data: InodeData
+        do {
+            data = try represent(fd, key: key, fileType: attributes.st_mode & S_IFMT)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        // Another thread may have entered the same file meanwhile: keep one node.
+        // The losing `data` is released after the lock, closing its descriptor.
+        let id = try inodes.referenceOrInsert(data)
+        return (makeEntry(id, attributes), key)
+    }
 
-    mutating func insert(_ file: OpenFile) -> HandleID {
-        let id = nextID
-        nextID &+= 1
-        files[id] = file
-        return id
+    /// A node held by handle does not pin its inode: once the file is gone its
+    /// inode number can come back as another file. The handle (which carries the
+    /// generation) tells them apart; a mismatch unmaps the old node so a new one is made.
+    func dropIfReused(_ key: InodeKey, fd: Int32) {
+        let existing = inodes.existing(key)
+        guard let (id, data) = existing, data.isHandle, let fresh = try? fileHandle(fd), fresh != data.handle else { return }
+        inodes.unmapKey(key, from: id)
+    }
+
+    /// Decides fd or handle for a new inode; consumes `fd` only on success.
+    func represent(_ fd: Int32, key: InodeKey, fileType: mode_t) throws(Errno) -> InodeData {
+        let overBudget = descriptorCount.value.load(ordering: .relaxed) >= fdBudget
+        guard configuration.inodeFileHandles != .never || overBudget else {
+            return InodeData(key: key, fileType: fileType, fd: fd, count: descriptorCount)
+        }
+        do {
+            let handle = try fileHandle(fd)
+            let mountFD = try mountDescriptor(for: key.mountID, from: fd, fileType: fileType)
+            Sys.close(fd)
+            return InodeData(key: key, fileType: fileType, handle: handle, mountFD: mountFD)
+        } catch {
+            if configuration.inodeFileHandles == .mandatory { throw error }
+            // No handles here (or no mount descriptor yet): hold the descriptor after all.
+            return InodeData(key: key, fileType: fileType, fd: fd, count: descriptorCount)
+        }
+    }
+
+    func fileHandle(_ fd: Int32) throws(Errno) -> [UInt8] {
+        let capacity = Int(CVFS_MAX_HANDLE_SZ)
+        var buffer = [UInt8](repeating: 0, count: 8 + capacity)
+        let result = buffer.withUnsafeMutableBytes { (raw) -> Result<Int, Errno> in
+            raw.storeBytes(of: UInt32(capacity), toByteOffset: 0, as: UInt32.self)
+            return Result { () throws(Errno) -> Int in
+                _ = try Sys.nameToHandleAt(fd, "", raw.baseAddress!, flags: CVFS_AT_EMPTY_PATH)
+                return Int(raw.load(fromByteOffset: 0, as: UInt32.self))
+            }
+        }
+        let length = try result.get()
+        guard length <= capacity else { throw Errno.overflow }
+        // Trimmed in place: the buffer is the handle, no second array.
+        buffer.removeSubrange((8 + length)...)
+        return buffer
+    }
+
+    /// A real descriptor on mount `mountID` for open_by_handle_at, made once per mount.
+    func mountDescriptor(for mountID: UInt64, from fd: Int32, fileType: mode_t) throws(Errno) -> Int32 {
+        if let existing = inodes.mountFDs.withLock({ $0[mountID] }) { return existing }
+        // open_by_handle_at wants an openable descriptor; only a directory is safe to open.
+        guard fileType == S_IFDIR else { throw Errno.badFileDescriptor }
+        let opened = try withProcName(fd) { (name) throws(Errno) -> Int32 in
+            try Sys.openat(procSelfFD, name, O_RDONLY | O_DIRECTORY)
+        }
+        let kept = inodes.mountFDs.withLock { table -> (Int32, Bool) in
+            if let existing = table[mountID] { return (existing, false) }
+            table[mountID] = opened
+            return (opened, true)
+        }
+        if !kept.1 { Sys.close(opened) }
+        return kept.0
+    }
+
+    // MARK: - The descriptor budget
+
+    /// Descriptors the daemon keeps for itself: eventfds of a queue the frontend
+    /// restarts, fds the frontend sends, the vhost-user connection. A guest that opens
+    /// files until the table is nearly full gets EMFILE for its open; the device goes on.
+    static let reservedDescriptors = 64
+
+    /// What the backend holds right now, for the statistics: inodes the guest knows,
+    /// files and directories it has open, and inodes held as O_PATH descriptors.
+    public var openCounts: (inodes: Int, openFiles: Int, inodeDescriptors: Int) {
+        (inodes.count, handles.withLock { $0.files.count },
+         descriptorCount.value.load(ordering: .relaxed))
+    }
+
+    /// Fails with EMFILE when one more open file would eat into the reserve.
+    /// Checked before anything is created or looked up, so a refused CREATE leaves nothing behind.
+    func ensureDescriptorHeadroom() throws(Errno) {
+        let held = handles.withLock { $0.files.count } + descriptorCount.value.load(ordering: .relaxed)
+        if held + Self.reservedDescriptors >= descriptorLimit { throw Errno.tooManyOpenFiles }
     }
 }

@@ -248,6 +248,8 @@ extension PassthroughFileSystem {
         return l
     }
 
+    /// GETLK: F_OFD_GETLK on the handle's descriptor; a free range comes back as
+    /// F_UNLCK over the range asked about. ENOSYS when POSIX locks are off.
     public func getlk(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock) throws(Errno) -> FileLock {
         guard configuration.posixLocks else { throw Errno.noSys }
         let file = try openFile(handle)
@@ -280,6 +282,9 @@ extension PassthroughFileSystem {
         }
     }
 
+    /// SETLKW: tries the lock at once; one that must wait is parked on a waiter thread
+    /// (`LockWaits`) and answered later through the completion `park` gives. An unlock
+    /// never waits.
     public func setlkw(_ ctx: RequestContext, node: NodeID, handle: HandleID, owner: UInt64, lock: FileLock, flock isFlock: Bool,
                        park: () -> LockWaitCompletion?) throws(Errno) -> LockWaitOutcome {
         let request = try lockRequest(handle, lock, flock: isFlock)
@@ -292,6 +297,7 @@ extension PassthroughFileSystem {
         return try lockWaits.park(request, unique: ctx.unique, handle: handle, completion: park)
     }
 
+    /// INTERRUPT of a parked SETLKW: its wait ends with EINTR.
     public func interruptLockWait(unique: UInt64) {
         lockWaits.cancel(unique: unique)
     }

@@ -26,6 +26,47 @@ extension PassthroughFileSystem {
         return try withProcPath(inode) { (path) throws(Errno) -> T in try pathBody(path) }
     }
 
+    /// The host name for a guest xattr name (after the xattr map), NUL-terminated.
+    /// `reading`: a name a `bad` rule refuses "does not exist" (ENODATA) for getxattr, as in QEMU's virtiofsd.
+    func hostXattrName<T>(_ name: FileName, reading: Bool = false, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+        guard let map = xattrNames else { return try body(name.cString) }
+        switch map.mapClientName(name.bytes) {
+        case .pass:
+            return try body(name.cString)
+        case .rename(let bytes):
+            var terminated = bytes.map { CChar(bitPattern: $0) }
+            terminated.append(0)
+            return try terminated.withUnsafeBufferPointer { (b) throws(Errno) -> T in
+                try body(b.baseAddress!)
+            }
+        case .deny(let errno):
+            if reading && errno == EPERM { throw Errno.noData }
+            throw Errno(errno)
+        }
+    }
+
+    /// The host drops `security.capability` itself on write, truncate and chown;
+    /// under a renamed name it is an ordinary xattr, so we drop it.
+    func killRemappedCapability(fd: Int32) {
+        guard let name = remappedCapabilityName else { return }
+        name.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return }
+            _ = try? Sys.fremovexattr(fd, base)
+        }
+    }
+
+    func killRemappedCapability(_ inode: InodeData) {
+        guard remappedCapabilityName != nil, inode.isRegular else { return }
+        if let fd = try? reopen(inode, flags: O_RDONLY | O_NONBLOCK) {
+            killRemappedCapability(fd: fd)
+            Sys.close(fd)
+        }
+    }
+
+    /// SETXATTR: sets the host name the xattr map gives (f*xattr on a regular file or
+    /// directory, the /proc/self/fd path otherwise); ACL values carry host ids. An access
+    /// ACL set with FUSE_SETXATTR_ACL_KILL_SGID drops setgid when the caller is not root
+    /// and is outside the file's group. ENOSYS when xattrs are off, EROFS on a read-only share.
     public func setxattr(_ ctx: RequestContext, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: UInt32, extFlags: UInt32) throws(Errno) {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
@@ -66,6 +107,8 @@ extension PassthroughFileSystem {
         }
     }
 
+    /// GETXATTR: the value under the mapped host name; a zero-sized buffer asks for the
+    /// size. ACL values come back with guest ids.
     public func getxattr(_ ctx: RequestContext, node: NodeID, name: FileName, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         if name.bytes.contains(0) { throw Errno.invalidArgument }
@@ -83,6 +126,8 @@ extension PassthroughFileSystem {
         return size
     }
 
+    /// LISTXATTR: the host's names, filtered and renamed by the xattr map when there is
+    /// one (sizes are of what the guest gets); a zero-sized buffer asks for the size.
     public func listxattr(_ ctx: RequestContext, node: NodeID, into buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         let data = try inode(node)
@@ -133,6 +178,7 @@ extension PassthroughFileSystem {
         return guestList.count
     }
 
+    /// REMOVEXATTR: removes the mapped host name. EROFS on a read-only share.
     public func removexattr(_ ctx: RequestContext, node: NodeID, name: FileName) throws(Errno) {
         guard configuration.xattrEnabled else { throw Errno.noSys }
         try ensureWritable()
