@@ -125,7 +125,7 @@ boot_cell() {
         -object "memory-backend-memfd,id=mem,size=${MEM_MB}M,share=on" -numa node,memdev=mem \
         "${dev[@]}" \
         -kernel "$KERNEL" -initrd "$INITRD" \
-        -append "console=ttyS0 loglevel=3 panic=-1 rdinit=/bench-init bench.fstype=$fstype bench.args=$(e2e_b64 "$args")" \
+        -append "console=ttyS0 loglevel=3 panic=-1 no_timer_check rdinit=/bench-init bench.fstype=$fstype bench.args=$(e2e_b64 "$args")" \
         -nographic -no-reboot -nic none \
         </dev/null >"$console" 2>"$console.qemu" &
     local qpid=$!
