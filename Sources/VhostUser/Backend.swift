@@ -29,7 +29,9 @@ public enum VirtioFeatures {
     public static let ringEventIndex: UInt64 = 1 << 29
     public static let protocolFeatures: UInt64 = 1 << 30
     public static let version1: UInt64 = 1 << 32
-    public static let offered = version1 | ringIndirectDescriptors | ringEventIndex | protocolFeatures
+    /// VHOST_F_LOG_ALL: we mark every page we write while the frontend migrates.
+    public static let logAll: UInt64 = 1 << UInt64(VHOST_F_LOG_ALL)
+    public static let offered = version1 | ringIndirectDescriptors | ringEventIndex | protocolFeatures | logAll
 }
 
 public enum ProtocolFeatures {
@@ -38,7 +40,10 @@ public enum ProtocolFeatures {
     public static let backendRequests: UInt64 = 1 << 5
     public static let resetDevice: UInt64 = 1 << 13
     public static let configureMemorySlots: UInt64 = 1 << 15
+    public static let logSharedMemory: UInt64 = 1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_LOG_SHMFD.rawValue)
+    public static let deviceState: UInt64 = 1 << UInt64(CVFS_VHOST_USER_PROTOCOL_F_DEVICE_STATE.rawValue)
     public static let offered = multiQueue | replyAck | backendRequests | resetDevice | configureMemorySlots
+        | logSharedMemory | deviceState
 }
 
 /// The vhost-user device: negotiates with one frontend at a time, keeps the
@@ -73,6 +78,11 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     var backendRequestFD: Int32?
     /// Started with the first request queue when configured; stopped with the connection.
     var pool: WorkerPool?
+    /// Migration (DirtyLog.swift, DeviceState.swift): the state handler, the frontend's
+    /// dirty log, and the state transfer in progress.
+    public var deviceState: (any DeviceStateHandler)?
+    var dirtyBitmap: DirtyBitmap?
+    var transfer: DeviceStateTransfer?
 
     public init(configuration: BackendConfiguration, handler: Handler, logger: Logger) {
         self.configuration = configuration
@@ -231,11 +241,17 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             stopQueue(q)
             queues[q].enabled = enabled
             try startQueueIfReady(q)
-        case .setLogBase(_, _, let fd):
-            // LOG_SHMFD is not offered: there is no dirty log to keep.
-            Sys.close(fd)
+        case .setLogBase(let size, let offset, let fd):
+            try setDirtyLog(size: size, offset: offset, fd: fd)
+            // With LOG_SHMFD the frontend waits for this reply.
+            reply = MessageCodec.u64Payload(0)
         case .setLogFD(let fd):
+            // Only for telling the frontend the log changed; it reads the log anyway.
             Sys.close(fd)
+        case .setDeviceStateFD(let save, let phase, let fd):
+            reply = try startDeviceStateTransfer(save: save, phase: phase, fd: fd)
+        case .checkDeviceState:
+            reply = checkDeviceStateTransfer()
         case .getConfig(let offset, let size, let flags):
             // The virtio-fs config space (tag, queue count) belongs to the frontend.
             var payload: [UInt8] = []
@@ -277,10 +293,11 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
               let addresses = state.addresses, let kickFD = state.kickFD, let memory else { return }
         let rings = try RingPointers(addresses, size: state.size, memory: memory, queue: q)
         let storage = UnsafeMutableBufferPointer<iovec>.allocate(capacity: SplitQueue.storageCapacity(queueSize: state.size))
-        let queue = SplitQueue(size: state.size, rings: rings, memory: memory,
+        var queue = SplitQueue(size: state.size, rings: rings, memory: memory,
                                eventIndex: ackedFeatures & VirtioFeatures.ringEventIndex != 0,
                                indirect: ackedFeatures & VirtioFeatures.ringIndirectDescriptors != 0,
                                lastAvailable: state.lastAvailable, nextUsed: state.nextUsed, storage: storage)
+        queue.dirtyLog = queueDirtyLog(addresses, memory: memory)
         let worker: QueueWorker<Handler>
         do {
             // The hiprio queue (FORGET, INTERRUPT) never waits behind the pool.
@@ -340,6 +357,9 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         protocolFeatures = 0
         status = 0
         replace(&backendRequestFD, with: nil)
+        _ = transfer?.finish()
+        transfer = nil
+        dirtyBitmap = nil
     }
 
     /// Closes the fd a message supersedes and keeps the new one (nil: none).

@@ -21,6 +21,8 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
     case regionNotFound(guestAddress: UInt64, size: UInt64)
     case mapFailed(Errno)
     case noMemoryTable(request: String)
+    case badLog(String)
+    case deviceState(String)
     // Local failures.
     case socket(Errno)
     case truncatedMessage
@@ -61,6 +63,10 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
             return "cannot map a guest memory region: \(e)"
         case .noMemoryTable(let request):
             return "\(request) before any memory table"
+        case .badLog(let why):
+            return "SET_LOG_BASE: bad dirty log: \(why)"
+        case .deviceState(let why):
+            return "device state transfer: \(why)"
         case .socket(let e):
             return "socket error: \(e)"
         case .truncatedMessage:

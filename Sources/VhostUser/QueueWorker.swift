@@ -47,7 +47,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
         if let pool {
             // Enough chains per batch to keep every pool thread busy twice over.
             batch = ChainBatch(handler: handler, queueIndex: queueIndex, queueSize: queue.size,
-                               maxChains: min(2 * pool.size, queue.size))
+                               maxChains: min(2 * pool.size, queue.size), dirtyLog: queue.dirtyLog)
         } else {
             batch = nil
         }

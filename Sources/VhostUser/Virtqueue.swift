@@ -10,11 +10,18 @@ public struct VringAddresses: Equatable, Sendable {
     public var descriptorTable: UInt64
     public var usedRing: UInt64
     public var availableRing: UInt64
+    /// VHOST_VRING_F_LOG: log writes to the used ring at `logGuestAddress` (migration).
+    public var logUsedRing: Bool
+    /// Guest-physical address of the used ring, for the dirty log.
+    public var logGuestAddress: UInt64
 
-    public init(descriptorTable: UInt64, usedRing: UInt64, availableRing: UInt64) {
+    public init(descriptorTable: UInt64, usedRing: UInt64, availableRing: UInt64,
+                logUsedRing: Bool = false, logGuestAddress: UInt64 = 0) {
         self.descriptorTable = descriptorTable
         self.usedRing = usedRing
         self.availableRing = availableRing
+        self.logUsedRing = logUsedRing
+        self.logGuestAddress = logGuestAddress
     }
 }
 
@@ -116,6 +123,8 @@ struct SplitQueue {
     var nextUsed: UInt16
     /// Iovec storage for one chain: readable segments first, then writable ones.
     let storage: UnsafeMutableBufferPointer<iovec>
+    /// Set while the frontend logs dirty pages (migration); nil costs one branch per write.
+    var dirtyLog: QueueDirtyLog?
 
     static let descriptorFlagNext: UInt16 = 1
     static let descriptorFlagWrite: UInt16 = 2
@@ -165,6 +174,7 @@ struct SplitQueue {
     /// Publishes avail_event (trailing field of the used ring): kick us when this slot fills.
     func setAvailableEvent(_ value: UInt16) {
         atomic16(rings.used + 4 + 8 * size).pointee.store(value.littleEndian, ordering: .relaxed)
+        dirtyLog?.markUsedRing(offset: 4 + 8 * size, length: 2)
     }
 
     /// Next chain, if the driver made one available. Throws when the indices
@@ -295,6 +305,10 @@ struct SplitQueue {
         nextUsed &+= 1
         // Release: the element (and the data written to the buffers) is visible before the index.
         atomic16(rings.used + 2).pointee.store(nextUsed.littleEndian, ordering: .releasing)
+        if let log = dirtyLog {
+            log.markUsedRing(offset: 4 + 8 * slot, length: 8)
+            log.markUsedRing(offset: 2, length: 2)
+        }
     }
 
     /// Whether the driver wants an interrupt now that used.idx moved from `oldUsed` to `nextUsed`.
@@ -340,7 +354,8 @@ struct SplitQueue {
                 case .chain(let head, let rs, let rb, let ws, let wb):
                     guard let base = storage.baseAddress else { return pushed }
                     let used = handler.handleChain(queueIndex: queueIndex, segments: base, readableSegments: rs,
-                                                   readableBytes: rb, writableSegments: ws, writableBytes: wb)
+                                                   readableBytes: rb, writableSegments: ws, writableBytes: wb,
+                                                   dirtyLog: dirtyLog)
                     push(head: head, length: used)
                     pushed = true
                     continue
@@ -370,10 +385,12 @@ extension VirtqueueHandler {
     @inline(__always)
     func handleChain(queueIndex: Int, segments: UnsafeMutablePointer<iovec>,
                      readableSegments: Int, readableBytes: Int,
-                     writableSegments: Int, writableBytes: Int) -> UInt32 {
+                     writableSegments: Int, writableBytes: Int, dirtyLog: QueueDirtyLog? = nil) -> UInt32 {
         var reader = ChainReader(segments: segments, count: readableSegments, total: readableBytes)
         var writer = ChainWriter(segments: segments + readableSegments, count: writableSegments, total: writableBytes)
         let used = handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
+        // Every byte the writer put into guest memory (READ data, READDIR entries, replies).
+        if let dirtyLog { dirtyLog.markWritten(segments: segments + readableSegments, count: writableSegments, bytes: writer.written) }
         return min(used, UInt32(clamping: writableBytes))
     }
 }

@@ -116,9 +116,12 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
     var count = 0
     let remaining = Atomic<Int>(0)
     let done = Semaphore()
+    /// The queue's dirty log while the frontend migrates.
+    let dirtyLog: QueueDirtyLog?
 
-    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int) {
+    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int, dirtyLog: QueueDirtyLog? = nil) {
         self.handler = handler
+        self.dirtyLog = dirtyLog
         self.queueIndex = queueIndex
         // Room for one chain of the longest legal length plus many short ones.
         segments = .allocate(capacity: SplitQueue.storageCapacity(queueSize: queueSize) + 1024)
@@ -135,7 +138,8 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
         let c = chains[index]
         chains[index].used = handler.handleChain(queueIndex: queueIndex, segments: base + c.offset,
                                                  readableSegments: c.readableSegments, readableBytes: c.readableBytes,
-                                                 writableSegments: c.writableSegments, writableBytes: c.writableBytes)
+                                                 writableSegments: c.writableSegments, writableBytes: c.writableBytes,
+                                                 dirtyLog: dirtyLog)
         if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
             done.post()
         }
