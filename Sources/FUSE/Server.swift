@@ -49,6 +49,15 @@ public final class Server<FS: FileSystem>: Sendable {
         self.logger = logger
     }
 
+    /// Migration: continues the session the guest negotiated with the source daemon,
+    /// which it will not negotiate again. A minor of 0 (no INIT happened) changes nothing.
+    public func restoreSession(flags: InitFlags, minor: UInt32) {
+        guard minor != 0 else { return }
+        agreedFlags.store(flags.rawValue, ordering: .releasing)
+        agreedMinor.store(minor, ordering: .releasing)
+        state.store(Self.running, ordering: .releasing)
+    }
+
     /// The flags agreed at INIT (empty before INIT and after DESTROY).
     public var negotiatedFlags: InitFlags { InitFlags(rawValue: agreedFlags.load(ordering: .acquiring)) }
     /// The protocol minor agreed at INIT (0 before).

@@ -69,6 +69,8 @@ public struct PassthroughConfiguration: Sendable {
     public var inodeFileHandles: InodeFileHandles = .never
     public var readonly: Bool = false
     public var preserveNoatime: Bool = false
+    /// How device state is saved and restored for live migration (Migration.swift).
+    public var migration = MigrationOptions()
     /// How many inode descriptors to hold before switching to file handles;
     /// nil derives it from RLIMIT_NOFILE minus a reserve for open files.
     public var fdBudget: Int? = nil
