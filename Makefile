@@ -14,7 +14,7 @@ APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev
                 qemu-system-x86 qemu-utils linux-image-amd64 busybox-static \
                 attr acl cpio kmod gcc libc6-dev libstdc++-12-dev strace
 
-.PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
+.PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt e2e-migrate \
         bench demo install clean
 
 all: release
@@ -66,6 +66,13 @@ e2e-rootfs: release
 
 e2e-libvirt: release
 	Tests/e2e/libvirt.sh --daemon $(RELEASE_BIN)
+
+# Live migration between two QEMU 10 instances (docs/migration.md): both ways of
+# finding the files, and a host-side rename while memory is copied.
+e2e-migrate: release
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --rename
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode file-handles --rename
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --big-tree 10000
 
 bench: release
 	$(SWIFT) build -c release --product virtiofsd-bench

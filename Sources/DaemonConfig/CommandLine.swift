@@ -108,6 +108,20 @@ let longOptions: [String: OptionKind] = [
         }),
     "readonly": .flag { $0.readOnly = true },
     "preserve-noatime": .flag { $0.preserveNoatime = true },
+    "migration-mode": .value { o, v in
+        let table = MigrationModeOption.allCases.map { ($0.rawValue, $0) }
+        guard let mode = choose(v, table) else { return expectedOneOf(table) }
+        o.migrationMode = mode
+        return nil
+    },
+    "migration-on-error": .value { o, v in
+        let table = MigrationErrorOption.allCases.map { ($0.rawValue, $0) }
+        guard let policy = choose(v, table) else { return expectedOneOf(table) }
+        o.migrationOnError = policy
+        return nil
+    },
+    "migration-verify-handles": .flag { $0.migrationVerifyHandles = true },
+    "migration-confirm-paths": .flag { $0.migrationConfirmPaths = true },
 
     "sandbox": .value(setSandbox),
     "seccomp": .value { o, v in

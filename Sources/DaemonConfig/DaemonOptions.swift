@@ -55,6 +55,13 @@ public struct DaemonOptions: Sendable, Equatable {
     public var readOnly: Bool = false
     public var preserveNoatime: Bool = false
 
+    // MARK: Migration (docs/migration.md)
+
+    public var migrationMode: MigrationModeOption = .findPaths
+    public var migrationOnError: MigrationErrorOption = .abort
+    public var migrationVerifyHandles: Bool = false
+    public var migrationConfirmPaths: Bool = false
+
     // MARK: Isolation
 
     public var sandbox: SandboxMode = .namespace
@@ -163,6 +170,18 @@ public enum SeccompAction: String, Sendable, Equatable, CaseIterable {
 }
 
 /// When inodes are held as file handles instead of O_PATH descriptors.
+/// `--migration-mode`: how the destination finds the files the guest holds.
+public enum MigrationModeOption: String, Sendable, Equatable, CaseIterable {
+    case findPaths = "find-paths"
+    case fileHandles = "file-handles"
+}
+
+/// `--migration-on-error`: what a file that cannot be restored does to the migration.
+public enum MigrationErrorOption: String, Sendable, Equatable, CaseIterable {
+    case abort
+    case guestError = "guest-error"
+}
+
 public enum InodeFileHandlesMode: String, Sendable, Equatable, CaseIterable {
     case never
     /// File handles where the file system supports them, descriptors elsewhere.

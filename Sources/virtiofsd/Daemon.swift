@@ -111,6 +111,7 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     var configuration = BackendConfiguration(numRequestQueues: options.numRequestQueues)
     configuration.threadPoolSize = options.threadPoolSize
     let backend = VhostUserBackend(configuration: configuration, handler: FUSEQueueHandler(server: server), logger: logger)
+    backend.deviceState = MigrationStateHandler(server: server)
 
     // ---- one frontend, then exit ----
     logger.info("waiting for the vhost-user frontend")
@@ -231,6 +232,10 @@ func passthroughConfiguration(_ o: DaemonOptions, root: String, procSelfFD: Int3
     c.inodeFileHandles = inodeFileHandles(o.inodeFileHandles)
     c.readonly = o.readOnly
     c.preserveNoatime = o.preserveNoatime
+    c.migration.mode = o.migrationMode == .fileHandles ? .fileHandles : .findPaths
+    c.migration.onError = o.migrationOnError == .guestError ? .guestError : .abort
+    c.migration.verifyHandles = o.migrationVerifyHandles
+    c.migration.confirmPaths = o.migrationConfirmPaths
     return c
 }
 
