@@ -233,9 +233,17 @@ extension PassthroughFileSystem {
             Sys.close(fd)
             throw .bad("inode \(inode.id): a file of another type is there now")
         }
-        if options.verifyHandles, case .fileHandle = inode.location, UInt64(identity.0.st_ino) != inode.inodeNumber {
-            Sys.close(fd)
-            throw .bad("inode \(inode.id): its handle opens inode \(identity.0.st_ino), the source had \(inode.inodeNumber)")
+        if case .fileHandle = inode.location {
+            if options.verifyHandles, UInt64(identity.0.st_ino) != inode.inodeNumber {
+                Sys.close(fd)
+                throw .bad("inode \(inode.id): its handle opens inode \(identity.0.st_ino), the source had \(inode.inodeNumber)")
+            }
+            // open_by_handle_at opens anything on the filesystem, also outside the shared
+            // directory. A directory is always connected, so its path shows where it is.
+            if fileType == S_IFDIR && !isBelowRoot(fd) {
+                Sys.close(fd)
+                throw .bad("inode \(inode.id): its handle opens a directory outside the shared directory")
+            }
         }
         do {
             return try represent(fd, key: InodeKey(identity.0, mountID: identity.1), fileType: fileType)
@@ -243,6 +251,31 @@ extension PassthroughFileSystem {
             Sys.close(fd)
             throw .bad("inode \(inode.id): \(error)")
         }
+    }
+
+    /// Whether the directory `fd` lies below (or is) the shared directory: its ".."
+    /// chain reaches the root before the top of the filesystem. (A path from
+    /// /proc/self/fd cannot tell: with the namespace sandbox every path starts at "/".)
+    func isBelowRoot(_ fd: Int32) -> Bool {
+        func key(_ fd: Int32) -> InodeKey? {
+            guard let identity = try? Sys.statxIdentity(fd, "", flags: CVFS_AT_EMPTY_PATH | CVFS_AT_SYMLINK_NOFOLLOW) else { return nil }
+            return InodeKey(identity.0, mountID: identity.1)
+        }
+        guard var current = try? Sys.openat(fd, ".", CVFS_O_PATH | O_DIRECTORY) else { return false }
+        defer { Sys.close(current) }
+        // Deeper than PATH_MAX / 2 components is not a path anyone can use.
+        for _ in 0..<(Int(PATH_MAX) / 2) {
+            guard let here = key(current) else { return false }
+            if here == root.key { return true }
+            guard let parent = try? Sys.openat(current, "..", CVFS_O_PATH | O_DIRECTORY) else { return false }
+            guard let up = key(parent), up != here else {
+                Sys.close(parent)
+                return false
+            }
+            Sys.close(current)
+            current = parent
+        }
+        return false
     }
 
     /// Opens `path` (checked by the codec: relative, no "." or "..") below the shared

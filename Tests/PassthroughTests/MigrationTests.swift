@@ -233,3 +233,34 @@ final class MigrationRestoreTests: PassthroughTestCase {
         XCTAssertNoThrow(try ok.importMigrationState(try MigrationCodec.decode(MigrationCodec.encode(state))))
     }
 }
+
+/// A file handle in a state is only honoured for a directory inside the share.
+final class MigrationHandleContainmentTests: PassthroughTestCase {
+    func testAHandleToADirectoryOutsideTheShareIsRefused() throws {
+        var template = Array("/tmp/migration-outside-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw XCTSkip("mkdtemp") }
+        let outside = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: outside) }
+        try FileManager.default.createDirectory(atPath: hostPath("inside"), withIntermediateDirectories: true)
+        let source = try makeFileSystem { $0.migration.mode = .fileHandles }
+        func handle(of path: String) throws -> [UInt8] {
+            let fd = open(path, CVFS_O_PATH | O_DIRECTORY)
+            guard fd >= 0 else { throw Errno.current }
+            defer { close(fd) }
+            return try source.fileHandle(fd)
+        }
+        guard let outsideHandle = try? handle(of: outside), let insideHandle = try? handle(of: hostPath("inside")) else {
+            throw XCTSkip("no file handles on this filesystem")
+        }
+        var state = MigrationState()
+        state.mode = .fileHandles
+        state.nextNodeID = 3
+        state.inodes = [.init(id: 1, lookups: 1, fileType: UInt32(Glibc.S_IFDIR), inodeNumber: 0, location: .path([])),
+                        .init(id: 2, lookups: 1, fileType: UInt32(Glibc.S_IFDIR), inodeNumber: 0, location: .fileHandle(outsideHandle))]
+        let destination = try makeFileSystem()
+        XCTAssertThrowsError(try destination.importMigrationState(state), "a directory outside the share")
+        state.inodes[1].location = .fileHandle(insideHandle)
+        let ok = try makeFileSystem()
+        XCTAssertNoThrow(try ok.importMigrationState(state))
+    }
+}
