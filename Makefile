@@ -72,7 +72,7 @@ e2e-libvirt: release
 e2e-migrate: release
 	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --rename
 	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode file-handles --rename
-	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --big-tree 10000
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --cache always --big-tree 10000
 
 bench: release
 	$(SWIFT) build -c release --product virtiofsd-bench

@@ -13,10 +13,11 @@
 # After the switch the guest checks on the destination that its open files, its
 # working directory and new files still work and that contents match checksums;
 # the host then checks the tree. --big-tree N makes the guest look up N more files
-# first (the state size for N known inodes is printed). While memory is copied the
-# guest also reads files it never read before; with --cache always they stay in its
-# page cache, where only the daemon's writes put them, so a page the dirty log
-# missed shows up as a checksum mismatch on the destination.
+# first (with --cache always the guest keeps them; the state size is printed).
+# While memory is copied the guest also reads files it never read before; with
+# --cache always they stay in its page cache, where only the daemon's writes put
+# them, so a page the dirty log missed shows up as a checksum mismatch on the
+# destination.
 # Prints CHECK lines, the downtime and the state size. Exit status: 0 when every
 # check passed, 1 otherwise, 2 on usage errors.
 # Environment: QEMU10 (default ../shared/tools/qemu10 beside the checkout),
