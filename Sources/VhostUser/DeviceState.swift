@@ -171,7 +171,7 @@ extension VhostUserBackend {
         stopAllQueues()
         dirtyBitmap = bitmap
         for q in running { try startQueueIfReady(q) }
-        logger.info("dirty log: \(size) bytes (covers \(size * 8 * DirtyBitmap.pageSize >> 20) MiB of guest memory)")
+        logger.info("dirty log: \(size) bytes (covers \((size * 8 * DirtyBitmap.pageSize) >> 20) MiB of guest memory)")
     }
 
     /// The log a queue starting now writes to: only while LOG_ALL is acked.
