@@ -2,7 +2,7 @@
 # Live migration of a guest with a virtio-fs share, under QEMU 10 (TCG).
 #
 #   Tests/e2e/migrate.sh --daemon BIN [--mode find-paths|file-handles] [--rename]
-#                        [--cache none|always] [--big-tree N] [--keep]
+#                        [--cache none|always] [--big-tree N] [--source-daemon BIN] [--keep]
 #
 # Two QEMU 10 instances on this machine: the source boots the test guest, the
 # destination waits with -incoming tcp:127.0.0.1:PORT; each has its own daemon on the
@@ -19,6 +19,8 @@
 # them, and are checked on the destination. This is not a proof that the dirty log
 # is complete: a daemon built with logging switched off passed it too here (the
 # unit tests in DirtyLogTests are what check the marking).
+# --source-daemon runs another daemon on the source (e.g. the Rust virtiofsd, to see
+# what a migration between the two daemons does).
 # Prints CHECK lines, the downtime and the state size. Exit status: 0 when every
 # check passed, 1 otherwise, 2 on usage errors.
 # Environment: QEMU10 (default ../shared/tools/qemu10 beside the checkout),
@@ -26,7 +28,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
-daemon="" mode=find-paths rename="" big=0 cache=none
+daemon="" mode=find-paths rename="" big=0 cache=none source_daemon=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --daemon) daemon=${2:-}; shift 2 ;;
@@ -38,8 +40,10 @@ while [ $# -gt 0 ]; do
         --cache=*) cache=${1#*=}; shift ;;
         --big-tree) big=${2:-0}; shift 2 ;;
         --big-tree=*) big=${1#*=}; shift ;;
+        --source-daemon) source_daemon=${2:-}; shift 2 ;;
+        --source-daemon=*) source_daemon=${1#*=}; shift ;;
         --keep) E2E_KEEP=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) e2e_die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -142,7 +146,7 @@ port() { echo $((20000 + RANDOM % 30000)); }
 mig_port=$(port) src_qmp=$(port) dst_qmp=$(port)
 opts="cache=$cache"
 extra="--migration-mode=$mode --log-level=info"
-e2e_start_daemon "$daemon" "$T/src.sock" "$shared" "$opts" "$T/src-daemon.log" "$extra" || e2e_die "source daemon did not start: $(cat "$T/src-daemon.log")"
+e2e_start_daemon "${source_daemon:-$daemon}" "$T/src.sock" "$shared" "$opts" "$T/src-daemon.log" "$extra" || e2e_die "source daemon did not start: $(cat "$T/src-daemon.log")"
 src_daemon=$DAEMON_PID
 e2e_start_daemon "$daemon" "$T/dst.sock" "$shared" "$opts" "$T/dst-daemon.log" "$extra" || e2e_die "destination daemon did not start: $(cat "$T/dst-daemon.log")"
 dst_daemon=$DAEMON_PID
