@@ -13,7 +13,7 @@ public enum MigrationMode: String, Sendable, CaseIterable {
 
 /// What the destination does with a file it cannot restore (`--migration-on-error`).
 public enum MigrationErrorPolicy: String, Sendable, CaseIterable {
-    /// Fail the load: the frontend aborts the migration and the source guest runs on.
+    /// Fail the load: the destination frontend fails, and the guest is resumed on the source.
     case abort
     /// Keep going: that inode (and its open handles) answer EIO/EBADF to the guest.
     case guestError = "guest-error"
