@@ -70,7 +70,7 @@ e2e-libvirt: release
 # Live migration between two QEMU 10 instances (docs/migration.md): both ways of
 # finding the files, and a host-side rename while memory is copied.
 e2e-migrate: release
-	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --rename
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --cache always --rename
 	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode file-handles --rename
 	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --cache always --big-tree 10000
 
