@@ -166,7 +166,7 @@ extension VhostUserBackend {
     /// SET_LOG_BASE: maps the new log and restarts the queues with it.
     func setDirtyLog(size: UInt64, offset: UInt64, fd: Int32) throws(VhostUserError) {
         defer { Sys.close(fd) }
-        let bitmap = try DirtyBitmap(fd: fd, size: size, offset: offset)
+        let bitmap = try DirtyBitmap(fd: fd, size: size, offset: offset, faultNotifyFD: faultFD)
         let running = runningQueues
         stopAllQueues()
         dirtyBitmap = bitmap

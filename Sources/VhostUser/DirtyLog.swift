@@ -19,11 +19,15 @@ public final class DirtyBitmap: @unchecked Sendable {
     public let byteCount: Int
     private let mapping: UnsafeMutableRawPointer
     private let mappingLength: Int
+    /// Whether the SIGBUS guard covers the mapping (removed again in deinit).
+    private let guarded: Bool
 
     public static var pageSize: UInt64 { UInt64(CVFS_VHOST_LOG_PAGE) }
 
-    /// Maps `size` bytes of `fd` from `offset` (the caller keeps and closes `fd`).
-    public init(fd: Int32, size: UInt64, offset: UInt64) throws(VhostUserError) {
+    /// Maps `size` bytes of `fd` from `offset` (the caller keeps and closes `fd`). With a
+    /// `faultNotifyFD` the mapping is guarded like guest memory: a frontend that shrinks
+    /// the log's file afterwards gets zero pages and a closed connection, not a crash.
+    public init(fd: Int32, size: UInt64, offset: UInt64, faultNotifyFD: Int32? = nil) throws(VhostUserError) {
         // A log is one bit per page: 1 GiB of bitmap covers 32 TiB of guest memory.
         guard size > 0, size <= 1 << 30 else { throw .badLog("size \(size) is not between 1 byte and 1 GiB") }
         let page = UInt64(Sys.pageSize)
@@ -43,6 +47,18 @@ public final class DirtyBitmap: @unchecked Sendable {
         }
         mapping = mapped
         mappingLength = length
+        if let faultNotifyFD {
+            let pages = (UInt64(length) + page - 1) / page * page
+            do {
+                try Sys.guardMapping(mapped, length: Int(pages), notifyFD: faultNotifyFD)
+            } catch {
+                Sys.munmap(mapped, length: length)
+                throw .guardFailed(error)
+            }
+            guarded = true
+        } else {
+            guarded = false
+        }
         base = mapped + Int(skip)
         byteCount = Int(size)
     }
@@ -53,9 +69,13 @@ public final class DirtyBitmap: @unchecked Sendable {
         byteCount = unownedBytes.count
         mapping = base
         mappingLength = 0
+        guarded = false
     }
 
-    deinit { if mappingLength > 0 { Sys.munmap(mapping, length: mappingLength) } }
+    deinit {
+        if guarded { Sys.unguardMapping(mapping) }
+        if mappingLength > 0 { Sys.munmap(mapping, length: mappingLength) }
+    }
 
     /// Marks every page that `[address, address + length)` touches. Pages beyond
     /// the bitmap are not marked (the frontend sized it to cover all of memory).

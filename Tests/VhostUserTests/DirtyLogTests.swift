@@ -1,5 +1,6 @@
 import XCTest
 import Glibc
+import CVirtioFS
 import Posix
 @testable import VhostUser
 
@@ -54,6 +55,23 @@ final class DirtyLogTests: XCTestCase {
         XCTAssertThrowsError(try DirtyBitmap(fd: fd, size: 4096, offset: 8))
         XCTAssertThrowsError(try DirtyBitmap(fd: fd, size: 0, offset: 0))
         XCTAssertThrowsError(try DirtyBitmap(fd: fd, size: 16, offset: UInt64.max - 4))
+    }
+
+    /// The frontend may shrink the log's file after SET_LOG_BASE: marking a page then
+    /// must not kill the daemon with SIGBUS; the guard repairs it and says so.
+    func testALogWhoseFileShrinksIsRepairedAndReportedInsteadOfSIGBUS() throws {
+        let fd = try Sys.memfdCreate("log")
+        defer { Sys.close(fd) }
+        try Sys.ftruncate(fd, 8192)
+        let notify = try Sys.eventfd(flags: CVFS_EFD_CLOEXEC | CVFS_EFD_NONBLOCK)
+        defer { Sys.close(notify) }
+        let log = try DirtyBitmap(fd: fd, size: 8192, offset: 0, faultNotifyFD: notify)
+        let before = Sys.guardedFaultsRepaired
+        try Sys.ftruncate(fd, 0)
+        log.mark(guestAddress: 0x10_0000, length: 1)
+        XCTAssertTrue(log.isMarked(guestAddress: 0x10_0000), "the repaired page is ordinary memory")
+        XCTAssertEqual(Sys.guardedFaultsRepaired, before + 1)
+        XCTAssertEqual(try Sys.eventfdDrain(notify), 1, "the backend hears of the fault")
     }
 
     /// A queue thread over `queue` (whose dirty log is already set), not started.
