@@ -15,7 +15,7 @@ APT_PACKAGES := pkg-config debootstrap libseccomp-dev libcap-ng-dev libfuse3-dev
                 attr acl cpio kmod gcc libc6-dev libstdc++-12-dev strace uidmap
 
 .PHONY: all release static-cxx debug deps test unit-test e2e e2e-reference e2e-rootfs e2e-libvirt \
-        e2e-identity e2e-libvirt11 \
+        e2e-identity e2e-libvirt11 e2e-migrate \
         bench demo install clean fuzz fuzz-build fuzz-smoke soak soak-smoke
 
 all: release
@@ -117,6 +117,13 @@ e2e-identity: release
 # use, so it is not part of `make test`.
 e2e-libvirt11: release
 	Tests/e2e/libvirt11.sh --daemon $(RELEASE_BIN) $(E2E_ARGS)
+
+# Live migration between two QEMU 10 instances (docs/migration.md): both ways of
+# finding the files, and a host-side rename while memory is copied.
+e2e-migrate: release
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --cache always --rename
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode file-handles --rename
+	Tests/e2e/migrate.sh --daemon $(RELEASE_BIN) --mode find-paths --cache always --big-tree 10000
 
 # RUST_VIRTIOFSD: the Rust virtiofsd to compare with (its column is skipped if it is missing).
 RUST_VIRTIOFSD ?= ../shared/tools/rust-virtiofsd

@@ -112,6 +112,20 @@ let longOptions: [String: OptionKind] = [
         }),
     "readonly": .flag { $0.readOnly = true },
     "preserve-noatime": .flag { $0.preserveNoatime = true },
+    "migration-mode": .value { o, v in
+        let table = MigrationMode.allCases.map { ($0.rawValue, $0) }
+        guard let mode = choose(v, table) else { return expectedOneOf(table) }
+        o.migration.mode = mode
+        return nil
+    },
+    "migration-on-error": .value { o, v in
+        let table = MigrationErrorPolicy.allCases.map { ($0.rawValue, $0) }
+        guard let policy = choose(v, table) else { return expectedOneOf(table) }
+        o.migration.onError = policy
+        return nil
+    },
+    "migration-verify-handles": .flag { $0.migration.verifyHandles = true },
+    "migration-confirm-paths": .flag { $0.migration.confirmPaths = true },
 
     "sandbox": .value(setSandbox),
     "seccomp": .value { o, v in

@@ -4,11 +4,12 @@ public let versionText = "virtiofsd (swift-virtiofsd) \(daemonVersion)\n"
 /// `--print-capabilities` output, per the "Backend program conventions" of QEMU's
 /// vhost-user.rst: the device type and the optional features we really have.
 /// "separate-options" tells libvirt it may use the long options (`--shared-dir`, `--cache`...).
-/// No "migrate-precopy": we cannot hand our state to another daemon.
+/// "migrate-precopy": we log dirty pages and transfer our state (docs/migration.md).
 public let capabilitiesJSON = """
     {
       "type": "fs",
       "features": [
+        "migrate-precopy",
         "separate-options"
       ]
     }
@@ -95,6 +96,18 @@ public let usageText = """
                                    (default off)
       --preserve-noatime           keep O_NOATIME from the guest (default: drop it)
       -o norace, -o allow_root     accepted for compatibility; no effect
+
+    Live migration (docs/migration.md):
+      --migration-mode=MODE        how the destination finds the guest's files:
+                                   find-paths (paths looked up when the state is
+                                   saved) or file-handles (default find-paths)
+      --migration-on-error=POLICY  a file the destination cannot restore: abort
+                                   the migration, or guest-error (that file
+                                   answers errors) (default abort)
+      --migration-verify-handles   file-handles: check that each handle opens the
+                                   source's inode number (default off)
+      --migration-confirm-paths    find-paths: check on the source that each path
+                                   leads to the same file (default off)
 
     Isolation:
       --sandbox=MODE, -o sandbox=MODE

@@ -50,6 +50,13 @@ extension Server {
     /// The protocol minor agreed at INIT (0 before).
     public var negotiatedMinor: UInt32 { session.minor }
 
+    /// Migration: continues the session the guest negotiated with the source daemon,
+    /// which it will not negotiate again. A minor of 0 (no INIT happened) changes nothing.
+    public func restoreSession(flags: InitFlags, minor: UInt32) {
+        guard minor != 0 else { return }
+        session.start(flags: flags.rawValue, minor: minor)
+    }
+
     /// The protocol flags the dispatcher handles itself, whatever the filesystem is.
     public static var dispatcherFlags: InitFlags {
         [.asyncRead, .atomicOTrunc, .exportSupport, .bigWrites, .maxPages, .parallelDirops, .asyncDIO, .initExt]

@@ -40,6 +40,8 @@ public struct FileSystemOptions: Sendable, Equatable {
     public var readOnly: Bool = false
     /// Keep the guest's O_NOATIME instead of dropping it.
     public var preserveNoatime: Bool = false
+    /// How the device state is saved and restored for live migration.
+    public var migration = MigrationOptions()
 
     public init() {}
 

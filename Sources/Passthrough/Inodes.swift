@@ -275,6 +275,59 @@ final class InodeStore: Sendable {
     }
 }
 
+// MARK: - Migration (Migration.swift reaches the store only through these)
+
+extension InodeStore {
+    /// Every node with its id, and an id above every id handed out so far (node ids
+    /// are never reused, so the destination continues from there).
+    func migrationSnapshot() -> (nodes: [(NodeID, Node)], nextID: NodeID) {
+        var nodes: [(NodeID, Node)] = []
+        var nextSequence: NodeID = 1
+        for shard in shards {
+            shard.table.withLock { table in
+                nodes.append(contentsOf: table.nodes.map { ($0.key, $0.value) })
+                nextSequence = max(nextSequence, table.nextSequence)
+            }
+        }
+        return (nodes, nextSequence << NodeID(Self.shardBits))
+    }
+
+    /// Whether only the root is known: a destination that already served requests
+    /// cannot take a state on top.
+    var isPristine: Bool { count == 1 }
+
+    /// Sets the root's lookup count (the source's).
+    func restoreRootLookups(_ lookups: UInt64) {
+        shards[rootShard].table.withLock { $0.nodes[rootNodeID]?.lookups = lookups }
+    }
+
+    /// Enters a node restored from a migration state under its old id, in the shard
+    /// the id names. It is found by key too (`indexed`) when the key hashes to that
+    /// same shard, as it does when both sides see the same device and inode number;
+    /// otherwise a later LOOKUP of the file makes a second node for it.
+    func restore(id: NodeID, data: InodeData, lookups: UInt64, indexed: Bool) {
+        guard id != rootNodeID else { return }
+        let index = Int(truncatingIfNeeded: id) & (Self.shardCount - 1)
+        let findable = indexed && Self.shardIndex(data.key) == index
+        shards[index].table.withLock { table in
+            table.nodes[id] = Node(data: data, lookups: lookups)
+            if findable && table.byKey[data.key] == nil { table.byKey[data.key] = id }
+            let sequence = id >> NodeID(Self.shardBits)
+            if table.nextSequence <= sequence { table.nextSequence = sequence &+ 1 }
+        }
+    }
+
+    /// New ids start at `nextID` or above in every shard (the source's ids are not reused).
+    func continueAfter(_ nextID: NodeID) {
+        let sequence = nextID >> NodeID(Self.shardBits)
+        for shard in shards {
+            shard.table.withLock { table in
+                if table.nextSequence < sequence { table.nextSequence = sequence }
+            }
+        }
+    }
+}
+
 // MARK: - The backend's side of the store
 
 extension PassthroughFileSystem {

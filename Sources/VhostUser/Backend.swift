@@ -30,7 +30,9 @@ public enum VirtioFeatures {
     public static let ringEventIndex = CVFS_VIRTIO_RING_F_EVENT_IDX_MASK
     public static let protocolFeatures = CVFS_VHOST_USER_F_PROTOCOL_FEATURES_MASK
     public static let version1 = CVFS_VIRTIO_F_VERSION_1_MASK
-    public static let offered = version1 | ringIndirectDescriptors | ringEventIndex | protocolFeatures
+    /// VHOST_F_LOG_ALL: we mark every page we write while the frontend migrates.
+    public static let logAll = CVFS_VHOST_F_LOG_ALL_MASK
+    public static let offered = version1 | ringIndirectDescriptors | ringEventIndex | protocolFeatures | logAll
 }
 
 /// vhost-user protocol features (masks of the bits declared once in the C target).
@@ -40,7 +42,10 @@ public enum ProtocolFeatures {
     public static let backendRequests = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_BACKEND_REQ)
     public static let resetDevice = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_RESET_DEVICE)
     public static let configureMemorySlots = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
+    public static let logSharedMemory = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_LOG_SHMFD)
+    public static let deviceState = cvfs_vhost_user_protocol_mask(CVFS_VHOST_USER_PROTOCOL_F_DEVICE_STATE)
     public static let offered = multiQueue | replyAck | backendRequests | resetDevice | configureMemorySlots
+        | logSharedMemory | deviceState
 }
 
 /// The vhost-user device: negotiates with one frontend at a time, keeps the
@@ -84,6 +89,11 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
     /// (st_dev, st_ino) of an eventfd: every eventfd shares the kernel's one anonymous
     /// inode, so a kick/call/err fd must show the same pair.
     var eventFDIdentity: (dev_t, ino_t)?
+    /// Migration (DirtyLog.swift, DeviceState.swift): the state handler, the frontend's
+    /// dirty log, and the state transfer in progress.
+    public var deviceState: (any DeviceStateHandler)?
+    var dirtyBitmap: DirtyBitmap?
+    var transfer: DeviceStateTransfer?
 
     public init(configuration: BackendConfiguration, handler: Handler, logger: Logger) {
         self.configuration = configuration
@@ -285,11 +295,17 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
             stopQueue(q)
             queues[q].enabled = enabled
             try startQueueIfReady(q)
-        case .setLogBase(_, _, let fd):
-            // LOG_SHMFD is not offered: there is no dirty log to keep.
-            Sys.close(fd)
+        case .setLogBase(let size, let offset, let fd):
+            try setDirtyLog(size: size, offset: offset, fd: fd)
+            // With LOG_SHMFD the frontend waits for this reply.
+            reply = MessageCodec.u64Payload(0)
         case .setLogFD(let fd):
+            // Only for telling the frontend the log changed; it reads the log anyway.
             Sys.close(fd)
+        case .setDeviceStateFD(let save, let phase, let fd):
+            reply = try startDeviceStateTransfer(save: save, phase: phase, fd: fd)
+        case .checkDeviceState:
+            reply = checkDeviceStateTransfer()
         case .getConfig(let offset, let size, let flags):
             // The virtio-fs config space (tag, queue count) belongs to the frontend.
             var payload: [UInt8] = []
@@ -356,10 +372,11 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         guard state.worker == nil, !state.broken, state.enabled, state.size > 0,
               let addresses = state.addresses, let kickFD = state.kickFD, let memory else { return }
         let rings = try RingPointers(addresses, size: state.size, memory: memory, queue: q)
-        let queue = SplitQueue(size: state.size, rings: rings, memory: memory,
+        var queue = SplitQueue(size: state.size, rings: rings, memory: memory,
                                eventIndex: ackedFeatures & VirtioFeatures.ringEventIndex != 0,
                                indirect: ackedFeatures & VirtioFeatures.ringIndirectDescriptors != 0,
                                lastAvailable: state.lastAvailable, nextUsed: state.nextUsed)
+        queue.dirtyLog = queueDirtyLog(addresses, memory: memory)
         let worker: QueueWorker<Handler>
         do throws(Errno) {
             let replies: LateReplies
@@ -426,6 +443,9 @@ public final class VhostUserBackend<Handler: VirtqueueHandler> {
         protocolFeatures = 0
         status = 0
         replace(&backendRequestFD, with: nil)
+        _ = transfer?.finish()
+        transfer = nil
+        dirtyBitmap = nil
     }
 
     /// Closes the fd a message supersedes and keeps the new one (nil: none).

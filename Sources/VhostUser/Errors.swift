@@ -24,6 +24,8 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
     case notAnEventFD(request: String, queue: Int, kind: String)
     case guestMemoryFault
     case noMemoryTable(request: String)
+    case badLog(String)
+    case deviceState(String)
     // Local failures.
     case socket(Errno)
     case truncatedMessage
@@ -70,6 +72,10 @@ public enum VhostUserError: Error, Equatable, CustomStringConvertible {
             return "guest memory became inaccessible (the frontend shrank or truncated a memory region's file after sharing it)"
         case .noMemoryTable(let request):
             return "\(request) before any memory table"
+        case .badLog(let why):
+            return "SET_LOG_BASE: bad dirty log: \(why)"
+        case .deviceState(let why):
+            return "device state transfer: \(why)"
         case .socket(let e):
             return "socket error: \(e)"
         case .truncatedMessage:

@@ -93,6 +93,8 @@ final class LateReplies: @unchecked Sendable {
                     break
                 }
                 remaining.withUnsafeBytes { p.copyMemory(from: $0.baseAddress.unsafelyUnwrapped, byteCount: n) }
+                // A late reply is a guest-memory write like any other: logged while migrating.
+                queue.dirtyLog?.bitmap.mark(guestAddress: buffer.address, length: UInt64(n))
                 remaining = remaining.dropFirst(n)
                 written += n
             }

@@ -33,6 +33,8 @@ public enum RequestCode: UInt32, Sendable, CaseIterable {
     case remMemReg = 38
     case setStatus = 39
     case getStatus = 40
+    case setDeviceStateFD = 42
+    case checkDeviceState = 43
 
     public var name: String {
         switch self {
@@ -63,6 +65,8 @@ public enum RequestCode: UInt32, Sendable, CaseIterable {
         case .remMemReg: return "REM_MEM_REG"
         case .setStatus: return "SET_STATUS"
         case .getStatus: return "GET_STATUS"
+        case .setDeviceStateFD: return "SET_DEVICE_STATE_FD"
+        case .checkDeviceState: return "CHECK_DEVICE_STATE"
         }
     }
 }
@@ -96,12 +100,16 @@ public enum Request: Equatable, Sendable {
     case resetDevice
     case setStatus(UInt8)
     case getStatus
+    /// Migration: `save` means we write our state into `fd`, otherwise we read it from `fd`.
+    case setDeviceStateFD(save: Bool, phase: UInt32, fd: Int32)
+    case checkDeviceState
 
     /// Every fd the request carries (to close when it is not kept).
     public var fds: [Int32] {
         switch self {
         case .setMemTable(_, let fds): return fds
-        case .addMemReg(_, let fd), .setLogBase(_, _, let fd), .setLogFD(let fd), .setBackendReqFD(let fd):
+        case .addMemReg(_, let fd), .setLogBase(_, _, let fd), .setLogFD(let fd), .setBackendReqFD(let fd),
+             .setDeviceStateFD(_, _, let fd):
             return [fd]
         case .setVringKick(_, let fd), .setVringCall(_, let fd), .setVringErr(_, let fd):
             return fd.map { [$0] } ?? []
@@ -266,7 +274,7 @@ public struct MessageCodec: Sendable {
 
         switch request {
         case .getFeatures, .setOwner, .resetOwner, .getProtocolFeatures, .getQueueNum,
-             .getMaxMemSlots, .resetDevice, .getStatus:
+             .getMaxMemSlots, .resetDevice, .getStatus, .checkDeviceState:
             // QEMU sends these without a payload; some frontends send a zero u64.
             guard payload.isEmpty || payload.count == 8 else {
                 throw .payloadSize(request: name, expected: "0 or 8", actual: payload.count)
@@ -280,6 +288,7 @@ public struct MessageCodec: Sendable {
             case .getQueueNum: return .getQueueNum
             case .getMaxMemSlots: return .getMaxMemSlots
             case .resetDevice: return .resetDevice
+            case .checkDeviceState: return .checkDeviceState
             default: return .getStatus
             }
         case .setFeatures:
@@ -339,7 +348,18 @@ public struct MessageCodec: Sendable {
             try size(40); try fdCount(0)
             let q = try queue(u32(0))
             return .setVringAddr(queue: q, VringAddresses(descriptorTable: u64(8), usedRing: u64(16),
-                                                          availableRing: u64(24)))
+                                                          availableRing: u64(24),
+                                                          logUsedRing: u32(4) & (1 << UInt32(VHOST_VRING_F_LOG)) != 0,
+                                                          logGuestAddress: u64(32)))
+        case .setDeviceStateFD:
+            try size(8); try fdCount(1)
+            let direction = u32(0)
+            guard direction == UInt32(CVFS_VHOST_TRANSFER_STATE_DIRECTION_SAVE)
+                    || direction == UInt32(CVFS_VHOST_TRANSFER_STATE_DIRECTION_LOAD) else {
+                throw .payloadSize(request: name, expected: "transfer direction 0 (save) or 1 (load)", actual: payload.count)
+            }
+            return .setDeviceStateFD(save: direction == UInt32(CVFS_VHOST_TRANSFER_STATE_DIRECTION_SAVE),
+                                     phase: u32(4), fd: fds[0])
         case .setVringKick:
             let (q, fd) = try vringFD()
             return .setVringKick(queue: q, fd: fd)

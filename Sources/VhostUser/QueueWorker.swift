@@ -56,7 +56,7 @@ final class QueueWorker<Handler: VirtqueueHandler>: @unchecked Sendable {
         // With a pool, enough chains per batch to keep every pool thread busy twice over.
         batch = ChainBatch(handler: handler, queueIndex: queueIndex, queueSize: queue.size,
                            maxChains: pool.map { min(2 * $0.size, queue.size) } ?? 1,
-                           replies: late, memory: queue.memory)
+                           replies: late, memory: queue.memory, dirtyLog: queue.dirtyLog)
     }
 
     deinit {

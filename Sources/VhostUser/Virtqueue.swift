@@ -10,11 +10,18 @@ public struct VringAddresses: Equatable, Sendable {
     public var descriptorTable: UInt64
     public var usedRing: UInt64
     public var availableRing: UInt64
+    /// VHOST_VRING_F_LOG: log writes to the used ring at `logGuestAddress` (migration).
+    public var logUsedRing: Bool
+    /// Guest-physical address of the used ring, for the dirty log.
+    public var logGuestAddress: UInt64
 
-    public init(descriptorTable: UInt64, usedRing: UInt64, availableRing: UInt64) {
+    public init(descriptorTable: UInt64, usedRing: UInt64, availableRing: UInt64,
+                logUsedRing: Bool = false, logGuestAddress: UInt64 = 0) {
         self.descriptorTable = descriptorTable
         self.usedRing = usedRing
         self.availableRing = availableRing
+        self.logUsedRing = logUsedRing
+        self.logGuestAddress = logGuestAddress
     }
 }
 
@@ -114,6 +121,8 @@ struct SplitQueue {
     var lastAvailable: UInt16
     /// Next used-ring slot to fill.
     var nextUsed: UInt16
+    /// Set while the frontend logs dirty pages (migration); nil costs one branch per write.
+    var dirtyLog: QueueDirtyLog?
 
     static let descriptorFlagNext = CVFS_VRING_DESC_F_NEXT
     static let descriptorFlagWrite = CVFS_VRING_DESC_F_WRITE
@@ -162,6 +171,7 @@ struct SplitQueue {
     /// Publishes avail_event (trailing field of the used ring): kick us when this slot fills.
     func setAvailableEvent(_ value: UInt16) {
         atomic16(rings.used + 4 + 8 * size).pointee.store(value.littleEndian, ordering: .relaxed)
+        dirtyLog?.markUsedRing(offset: 4 + 8 * size, length: 2)
     }
 
     /// Chains the driver made available that we have not consumed yet.
@@ -288,6 +298,10 @@ struct SplitQueue {
         nextUsed &+= 1
         // Release: the element (and the data written to the buffers) is visible before the index.
         atomic16(rings.used + 2).pointee.store(nextUsed.littleEndian, ordering: .releasing)
+        if let log = dirtyLog {
+            log.markUsedRing(offset: 4 + 8 * slot, length: 8)
+            log.markUsedRing(offset: 2, length: 2)
+        }
     }
 
     /// Whether the driver wants an interrupt now that used.idx moved from `oldUsed` to `nextUsed`.
@@ -326,11 +340,15 @@ extension VirtqueueHandler {
     @inline(__always)
     func handleChain(queueIndex: Int, segments: UnsafeMutablePointer<iovec>,
                      readableSegments: Int, readableBytes: Int,
-                     writableSegments: Int, writableBytes: Int, detachTarget: DetachTarget?) -> UInt32? {
+                     writableSegments: Int, writableBytes: Int, detachTarget: DetachTarget?,
+                     dirtyLog: QueueDirtyLog? = nil) -> UInt32? {
         var reader = ChainReader(segments: segments, count: readableSegments, total: readableBytes)
         var writer = ChainWriter(segments: segments + readableSegments, count: writableSegments, total: writableBytes,
                                  detachTarget: detachTarget)
         let used = handle(queueIndex: queueIndex, reader: &reader, writer: &writer)
+        // Every byte the writer put into guest memory (READ data, READDIR entries, replies);
+        // a detached chain's reply is written, and marked, later by `LateReplies.complete`.
+        if let dirtyLog { dirtyLog.markWritten(segments: segments + readableSegments, count: writableSegments, bytes: writer.written) }
         if writer.isDetached { return nil }
         return min(used, UInt32(clamping: writableBytes))
     }

@@ -113,9 +113,14 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
     /// (fixed for the queue thread's life: a new table restarts it).
     let replies: LateReplies
     let memory: GuestMemory
+    /// The queue's dirty log while the frontend migrates (fixed for the thread's life too:
+    /// a new log restarts it).
+    let dirtyLog: QueueDirtyLog?
 
-    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int, replies: LateReplies, memory: GuestMemory) {
+    init(handler: Handler, queueIndex: Int, queueSize: Int, maxChains: Int, replies: LateReplies, memory: GuestMemory,
+         dirtyLog: QueueDirtyLog? = nil) {
         self.handler = handler
+        self.dirtyLog = dirtyLog
         self.queueIndex = queueIndex
         self.replies = replies
         self.memory = memory
@@ -140,7 +145,8 @@ final class ChainBatch<Handler: VirtqueueHandler>: PoolJob, @unchecked Sendable 
         chains[index].used = handler.handleChain(queueIndex: queueIndex, segments: base + c.offset,
                                                  readableSegments: c.readableSegments, readableBytes: c.readableBytes,
                                                  writableSegments: c.writableSegments, writableBytes: c.writableBytes,
-                                                 detachTarget: DetachTarget(head: c.head, replies: replies, memory: memory))
+                                                 detachTarget: DetachTarget(head: c.head, replies: replies, memory: memory),
+                                                 dirtyLog: dirtyLog)
     }
 
     /// A pool thread's job: handle chain `index`, then tell the queue thread.

@@ -126,6 +126,7 @@ func runDaemon(_ options: DaemonOptions) -> Int32 {
     configuration.threadPoolSize = options.threadPoolSize
     let backend = VhostUserBackend(configuration: configuration, handler: FUSEQueueHandler(server: server, queues: queues),
                                    logger: logger)
+    backend.deviceState = MigrationStateHandler(server: server)
     let reporter: StatisticsReporter
     let reporterThread: pthread_t
     do {

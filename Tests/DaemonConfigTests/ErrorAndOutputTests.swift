@@ -189,7 +189,7 @@ final class OutcomeTests: XCTestCase {
         }
         let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
         XCTAssertEqual(object?["type"] as? String, "fs")
-        XCTAssertEqual(object?["features"] as? [String], ["separate-options"])
+        XCTAssertEqual(object?["features"] as? [String], ["migrate-precopy", "separate-options"])
         XCTAssertEqual(object?.count, 2)
     }
 

@@ -191,7 +191,7 @@ final class BackendTests: XCTestCase {
 
     func testFeaturesNotOfferedAreRejected() throws {
         let serving = try ServingBackend()
-        serving.frontend.send(.setFeatures, payload: le(UInt64(1 << 26)))
+        serving.frontend.send(.setFeatures, payload: le(UInt64(1 << 27)))
         XCTAssertNil(serving.frontend.receive())
         serving.waitFinished()
     }

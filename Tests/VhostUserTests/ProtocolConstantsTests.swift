@@ -23,7 +23,8 @@ final class ProtocolConstantsTests: XCTestCase {
         XCTAssertEqual(VirtioFeatures.ringEventIndex, 1 << 29)
         XCTAssertEqual(VirtioFeatures.protocolFeatures, 1 << 30)
         XCTAssertEqual(VirtioFeatures.version1, 1 << 32)
-        XCTAssertEqual(VirtioFeatures.offered, 0x1_7000_0000)
+        XCTAssertEqual(VirtioFeatures.logAll, 1 << 26, "VHOST_F_LOG_ALL")
+        XCTAssertEqual(VirtioFeatures.offered, 0x1_7400_0000)
     }
 
     func testVhostUserProtocolFeatureBitsMatchTheSpecification() {
@@ -36,7 +37,8 @@ final class ProtocolConstantsTests: XCTestCase {
             (CVFS_VHOST_USER_PROTOCOL_F_BACKEND_SEND_FD, 10), (CVFS_VHOST_USER_PROTOCOL_F_HOST_NOTIFIER, 11),
             (CVFS_VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, 12), (CVFS_VHOST_USER_PROTOCOL_F_RESET_DEVICE, 13),
             (CVFS_VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS, 14), (CVFS_VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS, 15),
-            (CVFS_VHOST_USER_PROTOCOL_F_STATUS, 16),
+            (CVFS_VHOST_USER_PROTOCOL_F_STATUS, 16), (CVFS_VHOST_USER_PROTOCOL_F_XEN_MMAP, 17),
+            (CVFS_VHOST_USER_PROTOCOL_F_SHARED_OBJECT, 18), (CVFS_VHOST_USER_PROTOCOL_F_DEVICE_STATE, 19),
         ]
         for (feature, bit) in bits {
             XCTAssertEqual(feature.rawValue, bit)
@@ -47,6 +49,8 @@ final class ProtocolConstantsTests: XCTestCase {
         XCTAssertEqual(ProtocolFeatures.backendRequests, 1 << 5)
         XCTAssertEqual(ProtocolFeatures.resetDevice, 1 << 13)
         XCTAssertEqual(ProtocolFeatures.configureMemorySlots, 1 << 15)
-        XCTAssertEqual(ProtocolFeatures.offered, 0xa029)
+        XCTAssertEqual(ProtocolFeatures.logSharedMemory, 1 << 1)
+        XCTAssertEqual(ProtocolFeatures.deviceState, 1 << 19)
+        XCTAssertEqual(ProtocolFeatures.offered, 0x8_a02b)
     }
 }

@@ -9,6 +9,7 @@
 #include <linux/virtio_ring.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_fs.h>
+#include <linux/vhost_types.h>
 
 // Added to linux/fuse.h after the 6.1 headers Debian 12 ships (same 7.38 protocol).
 #ifndef FUSE_CREATE_SUPP_GROUP
@@ -46,6 +47,8 @@ static const uint16_t CVFS_VRING_AVAIL_F_NO_INTERRUPT = VRING_AVAIL_F_NO_INTERRU
 static const uint64_t CVFS_VIRTIO_RING_F_INDIRECT_DESC_MASK = 1ULL << VIRTIO_RING_F_INDIRECT_DESC;
 static const uint64_t CVFS_VIRTIO_RING_F_EVENT_IDX_MASK = 1ULL << VIRTIO_RING_F_EVENT_IDX;
 static const uint64_t CVFS_VIRTIO_F_VERSION_1_MASK = 1ULL << VIRTIO_F_VERSION_1;
+// VHOST_F_LOG_ALL (linux/vhost_types.h): the frontend may ask us to log the pages we write.
+static const uint64_t CVFS_VHOST_F_LOG_ALL_MASK = 1ULL << VHOST_F_LOG_ALL;
 
 // ---- vhost-user ----
 
@@ -100,6 +103,9 @@ enum cvfs_vhost_user_request {
     CVFS_VHOST_USER_REM_MEM_REG = 38,
     CVFS_VHOST_USER_SET_STATUS = 39,
     CVFS_VHOST_USER_GET_STATUS = 40,
+    CVFS_VHOST_USER_GET_SHARED_OBJECT = 41,
+    CVFS_VHOST_USER_SET_DEVICE_STATE_FD = 42,
+    CVFS_VHOST_USER_CHECK_DEVICE_STATE = 43,
 };
 
 // Protocol feature bits (GET/SET_PROTOCOL_FEATURES): bit numbers from the
@@ -123,7 +129,19 @@ enum cvfs_vhost_user_protocol_feature {
     CVFS_VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS = 14,
     CVFS_VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS = 15,
     CVFS_VHOST_USER_PROTOCOL_F_STATUS = 16,
+    CVFS_VHOST_USER_PROTOCOL_F_XEN_MMAP = 17,
+    CVFS_VHOST_USER_PROTOCOL_F_SHARED_OBJECT = 18,
+    CVFS_VHOST_USER_PROTOCOL_F_DEVICE_STATE = 19,
 };
+
+// Dirty-page logging (migration): the log has one bit per page of this size.
+#define CVFS_VHOST_LOG_PAGE 0x1000
+// SET_DEVICE_STATE_FD: transfer direction and migration phase, and the reply bit
+// saying the back-end attached no fd of its own (the front-end's is used).
+#define CVFS_VHOST_TRANSFER_STATE_DIRECTION_SAVE 0
+#define CVFS_VHOST_TRANSFER_STATE_DIRECTION_LOAD 1
+#define CVFS_VHOST_TRANSFER_STATE_PHASE_STOPPED 0
+#define CVFS_VHOST_USER_DEVICE_STATE_NO_FD (1ULL << 8)
 
 // Virtio feature bit of the vhost-user transport itself (vhost-user.rst:
 // "VHOST_USER_F_PROTOCOL_FEATURES"), and its mask.
