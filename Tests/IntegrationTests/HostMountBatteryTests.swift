@@ -45,7 +45,7 @@ final class HostMountBatteryTests: XCTestCase {
             print("[\(arguments.joined(separator: " "))] \(expected)")
         }
         XCTAssertEqual(daemon.stop(), 0, "SIGTERM must end the daemon with status 0: \(daemon.log())", file: file, line: line)
-        XCTAssertFalse(HostMountDaemon.isMounted(daemon.mountpoint), "the mount must be gone after SIGTERM", file: file, line: line)
+        XCTAssertTrue(HostMountDaemon.waitUntilUnmounted(daemon.mountpoint), "the mount must be gone after SIGTERM", file: file, line: line)
     }
 
     func testBatteryMatchesPlainDirectoryWithCacheAuto() throws {

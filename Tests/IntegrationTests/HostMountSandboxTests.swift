@@ -27,9 +27,7 @@ final class HostMountSandboxTests: XCTestCase {
     /// still be listed, and stat would fail with ENOTCONN.
     func assertStopsAndUnmounts(_ daemon: HostMountDaemon, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(daemon.stop(), 0, "exit status; log: \(daemon.log())", file: file, line: line)
-        let deadline = Date().addingTimeInterval(10)
-        while HostMountDaemon.isMounted(daemon.mountpoint) && Date() < deadline { usleep(20_000) }
-        XCTAssertFalse(HostMountDaemon.isMounted(daemon.mountpoint), "still mounted after the daemon stopped", file: file, line: line)
+        XCTAssertTrue(HostMountDaemon.waitUntilUnmounted(daemon.mountpoint), "still mounted after the daemon stopped", file: file, line: line)
         var st = stat()
         XCTAssertEqual(stat(daemon.mountpoint, &st), 0, "stat of the mount point: \(String(cString: strerror(errno)))", file: file, line: line)
     }
@@ -76,8 +74,6 @@ final class HostMountSandboxTests: XCTestCase {
     func testAKilledDaemonLeavesNoDeadMount() throws {
         let daemon = try HostMountDaemon(arguments: [])
         kill(daemon.servingPID(), SIGKILL)
-        let deadline = Date().addingTimeInterval(10)
-        while HostMountDaemon.isMounted(daemon.mountpoint) && Date() < deadline { usleep(20_000) }
-        XCTAssertFalse(HostMountDaemon.isMounted(daemon.mountpoint), "the mount outlived the daemon")
+        XCTAssertTrue(HostMountDaemon.waitUntilUnmounted(daemon.mountpoint), "the mount outlived the daemon")
     }
 }

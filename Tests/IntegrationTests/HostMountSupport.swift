@@ -79,6 +79,14 @@ final class HostMountDaemon {
         }
     }
 
+    /// Waits up to `seconds` for `path` to stop being a mount point: the unmount is done
+    /// by libfuse's auto_unmount helper after the daemon has exited, not by the daemon.
+    static func waitUntilUnmounted(_ path: String, seconds: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while isMounted(path) && Date() < deadline { usleep(20_000) }
+        return !isMounted(path)
+    }
+
     private func childPID(of pid: pid_t) -> pid_t? {
         HostMountDaemon.children(of: pid).first
     }

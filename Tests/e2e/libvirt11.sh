@@ -297,7 +297,7 @@ run_mode() {
     chown -R "$owner_root:$owner_root" "$work/share"
     name="swift-virtiofsd-$mode-$$"
     cmd="echo \"E2E GUEST_READ \$(cat from-host.txt)\"; echo $guest_token > marker.txt; mkdir user-dir; chown 1234:1234 user-dir; sync"
-    cmdline="console=ttyS0 loglevel=3 panic=-1 e2e.tag=e2esession e2e.cmd=$(printf '%s' "$cmd" | base64 -w0)"
+    cmdline="console=ttyS0 loglevel=3 panic=-1 no_timer_check e2e.tag=e2esession e2e.cmd=$(printf '%s' "$cmd" | base64 -w0)"
     domain_xml "$name" "/$rel" "$cmdline" "$idmap" > "$work/domain.xml"
     session_script "$name" "/$rel" "$TIMEOUT" "$mode" > "$work/session.sh"
     chown "$uid:$uid" "$work/domain.xml" "$work/session.sh"

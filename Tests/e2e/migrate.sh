@@ -159,7 +159,7 @@ qemu_args() { # SOCKET CONSOLE QMP_PORT
         -kernel "$KERNEL" -initrd "$INITRD" -display none -no-reboot -nic none \
         -serial "file:$2" -qmp "tcp:127.0.0.1:$3,server=on,wait=off"
 }
-append="console=ttyS0 loglevel=3 panic=-1 init_on_alloc=0 e2e.tag=myfs e2e.cmd=$(e2e_b64 "sh /mnt/mig/guest.sh")"
+append="console=ttyS0 loglevel=3 panic=-1 no_timer_check init_on_alloc=0 e2e.tag=myfs e2e.cmd=$(e2e_b64 "sh /mnt/mig/guest.sh")"
 # shellcheck disable=SC2046
 "$QEMU" $(qemu_args "$T/src.sock" "$T/src.console" "$src_qmp") -append "$append" </dev/null >"$T/src.qemu" 2>&1 &
 src_qemu=$!; E2E_PIDS+=("$src_qemu")
