@@ -52,11 +52,7 @@ case "$TIMEOUT" in ''|*[!0-9]*) die "--timeout wants whole seconds" ;; esac
 
 # ------------------------------------------------------------ results
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "PASS $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
-note() { echo "---- $*"; }
+source "$(dirname "$0")/libvirt-common.sh"
 
 # ------------------------------------------------------------ cleanup
 
@@ -168,7 +164,6 @@ build_guest() {
 }
 
 # Escapes text for an XML attribute or element.
-xml() { local s=$1; s=${s//&/&amp;}; s=${s//</&lt;}; s=${s//>/&gt;}; s=${s//\'/&apos;}; s=${s//\"/&quot;}; printf '%s' "$s"; }
 
 # domain_xml NAME SHARE TAG CONSOLE CMDLINE BINARY_ATTR
 # BINARY_ATTR is " path='...'" for run 1 and empty when libvirt must look up the daemon.
@@ -212,7 +207,6 @@ domain_xml() {
 EOF
 }
 
-token() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 

@@ -62,11 +62,7 @@ fi
 [ -r "$KERNEL" ] || die "no guest kernel in /boot (install linux-image-amd64)"
 case "$TIMEOUT" in ''|*[!0-9]*) die "--timeout wants whole seconds" ;; esac
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "PASS $*"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL $*"; }
-note() { echo "---- $*"; }
+source "$(dirname "$0")/libvirt-common.sh"
 
 # ------------------------------------------------------------ the rig
 
@@ -140,8 +136,6 @@ EOF
 
 # ------------------------------------------------------------ one domain
 
-xml() { local s=$1; s=${s//&/&amp;}; s=${s//</&lt;}; s=${s//>/&gt;}; s=${s//\'/&apos;}; s=${s//\"/&quot;}; printf '%s' "$s"; }
-token() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
 
 domain_xml() { # NAME WORK(in-tree path) CMDLINE IDMAP_XML
     local name=$1 work=$2 cmdline=$3 idmap=$4
