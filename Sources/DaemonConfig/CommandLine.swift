@@ -364,7 +364,7 @@ struct ArgumentParser {
             } else if arg == "-d" {
                 options.logLevel = .debug
             } else if arg == "-f" {
-                // We never daemonize: foreground is the only mode.
+                // Foreground is the default; -f says so explicitly (--daemonize forks).
             } else if arg.hasPrefix("-") {
                 throw .unknownOption(arg, suggestion: suggest(arg))
             } else if let previous = optionalValueOption(before: index - 1) {

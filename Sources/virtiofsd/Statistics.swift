@@ -49,7 +49,7 @@ final class QueueCounters: @unchecked Sendable {
 }
 
 /// The statistics text: one record per line, a key and then name/value pairs, all
-/// separated by single spaces (format described in docs/statistics.md).
+/// separated by single spaces (format described in docs/operations.md, "Statistics").
 func statisticsText(_ requests: StatisticsSnapshot, queues: QueueCounters?,
                     open: (inodes: Int, openFiles: Int, inodeDescriptors: Int)?) -> String {
     var lines = ["virtiofsd-statistics 1",
