@@ -329,16 +329,13 @@ run_mismatch() {
     e2e_boot "$sock" e2efs "e2e.tag=e2efs" "$console" "$(config_device queue-mismatch)" || rc=$?
     e2e_stop_daemon
     tr -d '\r' <"$console" >"$console.txt"
-    # QEMU sets the queues up one after another and the daemon refuses at the first
-    # queue past its offer; a guest may already have mounted through the first queue by
-    # then. What must hold is the daemon's side: the advice and exit status 1, below.
-    if [ "$rc" != 0 ]; then
-        echo "qemu_refused PASS qemu exit $rc" >>"$results"
-    elif grep -a -q 'E2E MOUNTED' "$console.txt"; then
-        echo "qemu_refused N/A the guest mounted through the first queue before the daemon refused the others" >>"$results"
-    else
-        echo "qemu_refused FAIL qemu exit 0 without a guest mount" >>"$results"
-    fi
+    # What QEMU does is its own business and depends on timing: it sets the queues up
+    # one after another, the daemon refuses at the first past its offer, and QEMU 7.2
+    # may exit, or go on with a guest that did or did not mount through the first
+    # queue. Recorded, not judged; the daemon's side is checked below.
+    local mounted=no
+    grep -a -q 'E2E MOUNTED' "$console.txt" && mounted=yes
+    echo "qemu_outcome N/A qemu exit $rc, guest mounted: $mounted" >>"$results"
     if grep -q 'the frontend uses more request queues than offered' "$base.daemon.log"; then
         echo "advice_logged PASS $(grep -m1 -o 'start the daemon with --num-request-queues=N' "$base.daemon.log")" >>"$results"
     else
