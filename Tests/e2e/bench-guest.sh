@@ -95,14 +95,8 @@ start_cell_daemon() {
             [ "$mode" = none ] && cache=never
             rm -f "$sock"
             "$rust" --socket-path="$sock" --shared-dir="$shared" --cache="$cache" >"$log" 2>&1 </dev/null &
-            DAEMON_PID=$!
-            E2E_PIDS+=("$DAEMON_PID")
-            for _ in $(seq 1 300); do
-                [ -S "$sock" ] && return 0
-                kill -0 "$DAEMON_PID" 2>/dev/null || return 1
-                sleep 0.1
-            done
-            return 1 ;;
+            # Its first start may still be unpacking its tree: a longer wait.
+            e2e_adopt_daemon "$!" "$sock" 300 ;;
     esac
 }
 

@@ -63,10 +63,18 @@ e2e_start_daemon() {
     read -r -a prefix <<<"${E2E_DAEMON_PREFIX:-}"
     rm -f "$sock"
     "${prefix[@]}" "$bin" --socket-path="$sock" -o "source=$shared${opts:+,$opts}" "${extra[@]}" >"$log" 2>&1 </dev/null &
-    DAEMON_PID=$!
+    e2e_adopt_daemon "$!" "$sock" 100
+}
+
+# e2e_adopt_daemon PID SOCKET TRIES: records a daemon just started in the background
+# (DAEMON_PID, reaped on exit) and waits up to TRIES tenths of a second for its socket.
+# Returns 1 if the daemon died or never created the socket.
+e2e_adopt_daemon() {
+    DAEMON_PID=$1
     E2E_PIDS+=("$DAEMON_PID")
-    for _ in $(seq 1 100); do
-        [ -S "$sock" ] && return 0
+    local _
+    for _ in $(seq 1 "$3"); do
+        [ -S "$2" ] && return 0
         kill -0 "$DAEMON_PID" 2>/dev/null || return 1
         sleep 0.1
     done
